@@ -1,0 +1,89 @@
+// Package registry moves images between registries: it resolves sources (through mirrors when configured),
+// copies whole images byte for byte into the backup registry and verifies the copy before reporting success.
+// Reconcilers use it through the small Copy method and never build HTTP clients themselves.
+package registry
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Options configures a Copier. The zero value of every field but Keychain has a sane default.
+type Options struct {
+	// Keychain resolves credentials for the source and backup registries. Defaults to anonymous access.
+	Keychain authn.Keychain
+	// Mirrors serves pulls of a registry's images from another location, keyed by normalized registry
+	// (see ParseMirror). Naming of the copies still follows the original registry.
+	Mirrors map[string]Mirror
+	// Insecure lists registries (host[:port]) spoken to over plain HTTP.
+	Insecure []string
+	// Transport is the base HTTP transport; auth, retries and byte counting are layered on top of it.
+	Transport http.RoundTripper
+	// MaxConcurrentCopies bounds how many images are copied at the same time (default 4).
+	MaxConcurrentCopies int
+	// LayerJobs bounds how many blobs of one image are copied at the same time (default 4).
+	LayerJobs int
+	// CopyTimeout bounds one image copy, including verification (default 30m).
+	CopyTimeout time.Duration
+	// VerifiedCacheSize bounds how many verified copies are remembered (default 10000).
+	VerifiedCacheSize int
+}
+
+// Mirror is a location that serves a registry's repositories: HOST[:PORT] plus an optional path prefix.
+type Mirror struct {
+	Registry string
+	Prefix   string
+}
+
+// ParseMirror parses a --source-mirror value REGISTRY=HOST[:PORT][/PATH] and returns the normalized registry
+// it applies to (docker.io and index.docker.io are the same registry) and the mirror.
+func ParseMirror(s string) (string, Mirror, error) {
+	from, to, ok := strings.Cut(s, "=")
+	if !ok || from == "" || to == "" {
+		return "", Mirror{}, fmt.Errorf("source mirror %q: want REGISTRY=HOST[:PORT][/PATH]", s)
+	}
+	reg, err := name.NewRegistry(from, name.StrictValidation)
+	if err != nil {
+		return "", Mirror{}, fmt.Errorf("source mirror %q: registry %q: %w", s, from, err)
+	}
+	if strings.Contains(to, "://") {
+		return "", Mirror{}, fmt.Errorf("source mirror %q: give HOST[:PORT][/PATH] without a scheme (use --insecure-registry for plain HTTP)", s)
+	}
+	host, prefix, _ := strings.Cut(strings.TrimSuffix(to, "/"), "/")
+	if _, err := name.NewRegistry(host, name.StrictValidation); err != nil {
+		return "", Mirror{}, fmt.Errorf("source mirror %q: mirror host %q: %w", s, host, err)
+	}
+	if prefix != "" {
+		if _, err := name.NewRepository(host+"/"+prefix+"/x", name.StrictValidation); err != nil {
+			return "", Mirror{}, fmt.Errorf("source mirror %q: mirror path %q: %w", s, prefix, err)
+		}
+	}
+	return reg.RegistryStr(), Mirror{Registry: host, Prefix: prefix}, nil
+}
+
+func (o *Options) defaults() {
+	if o.Keychain == nil {
+		o.Keychain = authn.NewMultiKeychain()
+	}
+	if o.Transport == nil {
+		o.Transport = remote.DefaultTransport
+	}
+	if o.MaxConcurrentCopies <= 0 {
+		o.MaxConcurrentCopies = 4
+	}
+	if o.LayerJobs <= 0 {
+		o.LayerJobs = 4
+	}
+	if o.CopyTimeout <= 0 {
+		o.CopyTimeout = 30 * time.Minute
+	}
+	if o.VerifiedCacheSize <= 0 {
+		o.VerifiedCacheSize = 10000
+	}
+}

@@ -1,0 +1,117 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/errgroup"
+)
+
+// verify proves that dst is a complete copy with digest want: it reads every manifest back from the backup
+// registry (fetching by digest checks the bytes) and checks that every blob is present with the right size.
+func (c *Copier) verify(ctx context.Context, dst name.Tag, want v1.Hash) error {
+	desc, err := remote.Get(dst, c.remoteOptions(ctx, c.opts.Transport)...)
+	if err != nil {
+		return err
+	}
+	if desc.Digest != want {
+		return fmt.Errorf("backup tag resolves to %s, want %s", desc.Digest, want)
+	}
+	auth, err := authn.Resolve(ctx, c.opts.Keychain, dst.Context())
+	if err != nil {
+		return fmt.Errorf("resolving credentials for %s: %w", dst.RegistryStr(), err)
+	}
+	tr, err := transport.NewWithContext(ctx, dst.Context().Registry, auth, c.opts.Transport,
+		[]string{dst.Context().Scope(transport.PullScope)})
+	if err != nil {
+		return err
+	}
+	v := &verifier{copier: c, repo: dst.Context(), client: &http.Client{Transport: tr}}
+	return v.manifest(ctx, desc.Descriptor, desc.Manifest, 0)
+}
+
+// maxIndexDepth stops an index that (directly or indirectly) lists itself.
+const maxIndexDepth = 8
+
+type verifier struct {
+	copier *Copier
+	repo   name.Repository
+	client *http.Client
+}
+
+func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte, depth int) error {
+	switch {
+	case desc.MediaType.IsIndex():
+		if depth >= maxIndexDepth {
+			return Permanent(fmt.Errorf("index %s nests more than %d levels deep", desc.Digest, maxIndexDepth))
+		}
+		idx, err := v1.ParseIndexManifest(bytesReader(raw))
+		if err != nil {
+			return fmt.Errorf("parsing index %s: %w", desc.Digest, err)
+		}
+		for _, child := range idx.Manifests {
+			if !child.MediaType.IsIndex() && !child.MediaType.IsImage() {
+				if err := v.blob(ctx, child); err != nil {
+					return err
+				}
+				continue
+			}
+			got, err := remote.Get(v.repo.Digest(child.Digest.String()), v.copier.remoteOptions(ctx, v.copier.opts.Transport)...)
+			if err != nil {
+				return fmt.Errorf("child manifest %s: %w", child.Digest, err)
+			}
+			if err := v.manifest(ctx, got.Descriptor, got.Manifest, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case desc.MediaType.IsImage():
+		m, err := v1.ParseManifest(bytesReader(raw))
+		if err != nil {
+			return fmt.Errorf("parsing manifest %s: %w", desc.Digest, err)
+		}
+		blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(v.copier.opts.LayerJobs)
+		for _, b := range blobs {
+			if !b.MediaType.IsDistributable() {
+				continue // foreign layers are pulled from their own URLs, never copied
+			}
+			g.Go(func() error { return v.blob(gctx, b) })
+		}
+		return g.Wait()
+	default:
+		return Permanent(fmt.Errorf("manifest %s has unsupported media type %q", desc.Digest, desc.MediaType))
+	}
+}
+
+func (v *verifier) blob(ctx context.Context, b v1.Descriptor) error {
+	u := url.URL{
+		Scheme: v.repo.Scheme(),
+		Host:   v.repo.RegistryStr(),
+		Path:   fmt.Sprintf("/v2/%s/blobs/%s", v.repo.RepositoryStr(), b.Digest),
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("checking blob %s: %w", b.Digest, err)
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return fmt.Errorf("blob %s missing from backup: %w", b.Digest, err)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
+		return fmt.Errorf("blob %s in backup has %d bytes, want %d", b.Digest, resp.ContentLength, b.Size)
+	}
+	return nil
+}
