@@ -1,0 +1,352 @@
+// Package controller holds the one reconciler that backs up the images of Deployments and DaemonSets and
+// points their pod templates at the copies.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+)
+
+// IgnoreAnnotation opts a workload, or every workload of a namespace, out of backups when set to "true".
+const IgnoreAnnotation = "image-clone-controller.io/ignore"
+
+// FieldOwner identifies the controller's writes in managedFields and audit logs.
+const FieldOwner = "image-clone-controller"
+
+// Event reasons recorded on workloads.
+const (
+	ReasonImagesBackedUp = "ImagesBackedUp"
+	ReasonBackupFailed   = "BackupFailed"
+)
+
+// Retry delays for workloads whose images could not all be backed up: quick at first for blips, capped so that
+// an image that appears later (or credentials that get fixed) is picked up within minutes.
+const (
+	retryBaseDelay = 500 * time.Millisecond
+	retryMaxDelay  = 5 * time.Minute
+)
+
+// ImageCopier copies an image into the backup registry and returns its digest once the copy is verified
+// complete. Implementations deduplicate concurrent requests for the same copy.
+type ImageCopier interface {
+	Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error)
+}
+
+// Kind describes one workload kind to the generic reconciler; the pod template accessor is the only
+// kind-specific code.
+type Kind[T client.Object] struct {
+	// Name is the Kind as users see it, e.g. "Deployment"; it names the controller and labels metrics.
+	Name string
+	// PodTemplate returns the object's pod template, which the reconciler rewrites in place.
+	PodTemplate func(T) *corev1.PodTemplateSpec
+	// NewList returns an empty list of the kind, used to find the workloads of a namespace.
+	NewList func() client.ObjectList
+}
+
+// Deployments is the Kind of apps/v1 Deployments.
+var Deployments = Kind[*appsv1.Deployment]{
+	Name:        "Deployment",
+	PodTemplate: func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	NewList:     func() client.ObjectList { return &appsv1.DeploymentList{} },
+}
+
+// DaemonSets is the Kind of apps/v1 DaemonSets.
+var DaemonSets = Kind[*appsv1.DaemonSet]{
+	Name:        "DaemonSet",
+	PodTemplate: func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	NewList:     func() client.ObjectList { return &appsv1.DaemonSetList{} },
+}
+
+// Options configure the reconcilers; they are built from command-line flags.
+type Options struct {
+	// Backup is the registry (and path prefix) that copies go to.
+	Backup imageref.Backup
+	// IgnoredNamespaces are never reconciled.
+	IgnoredNamespaces []string
+	// MaxConcurrentReconciles bounds parallel reconciles per kind.
+	MaxConcurrentReconciles int
+	// MaxConcurrentImages bounds how many images of one workload are resolved and copied at once.
+	MaxConcurrentImages int
+}
+
+// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
+func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
+	rec := mgr.GetEventRecorder("image-clone-controller")
+	if err := (&Reconciler[*appsv1.Deployment]{
+		Client: mgr.GetClient(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&Reconciler[*appsv1.DaemonSet]{
+		Client: mgr.GetClient(), Recorder: rec, Copier: copier, Options: opts, Kind: DaemonSets,
+	}).SetupWithManager(mgr)
+}
+
+// Reconciler backs up the external images of one workload kind and points the pod template at the copies.
+type Reconciler[T client.Object] struct {
+	Client   client.Client
+	Recorder recorder.EventRecorder
+	Copier   ImageCopier
+	Options  Options
+	Kind     Kind[T]
+}
+
+// SetupWithManager registers the reconciler as controller "image-clone-<kind>".
+func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
+	ignored := r.ignoredNamespaces()
+	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !ignored[o.GetNamespace()] })
+	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !ignored[o.GetName()] })
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("image-clone-" + strings.ToLower(r.Kind.Name)).
+		For(newObject[T](), builder.WithPredicates(inScope,
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Opting a namespace back in (removing the annotation) must reconcile its workloads.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.workloadsInNamespace),
+			builder.WithPredicates(namespaceInScope, predicate.AnnotationChangedPredicate{})).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles,
+			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBaseDelay, retryMaxDelay),
+		}).
+		Complete(reconcile.AsReconciler[T](mgr.GetClient(), r))
+}
+
+// Reconcile backs up one workload's images:
+//  1. skip workloads that are ignored or being deleted;
+//  2. map every external image of containers and initContainers to its backup reference;
+//  3. copy the images, each verified complete before it counts;
+//  4. patch all safely backed-up images in one patch (optimistic locking; only image fields change);
+//  5. report failures as Warning events and retry with backoff.
+//
+// While any image fails transiently nothing is patched, so the workload rolls out once, not once per image.
+// Images that can never be copied as they stand are reported and do not hold the others back.
+func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("workload", klog.KObj(obj), "kind", r.Kind.Name)
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	if reason, err := r.skipReason(ctx, obj); err != nil || reason != "" {
+		if reason != "" {
+			log.V(1).Info("Skipping workload", "reason", reason)
+		}
+		return reconcile.Result{}, err
+	}
+
+	images := r.externalImages(r.Kind.PodTemplate(obj))
+	if len(images) == 0 {
+		return reconcile.Result{}, nil
+	}
+	results := r.backUp(ctx, images)
+
+	rewrites := map[string]string{}
+	var transient, permanent, invalid []string
+	for _, res := range results {
+		switch {
+		case res.err == nil:
+			rewrites[res.image] = res.mapping.PodImage()
+		case res.invalid:
+			invalid = append(invalid, res.image)
+		case registry.IsPermanent(res.err):
+			permanent = append(permanent, res.image)
+		default:
+			transient = append(transient, res.image)
+		}
+		if res.err != nil {
+			log.Error(res.err, "Backing up image failed", "image", res.image)
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp",
+				"Cannot back up image %s: %v", res.image, res.err)
+		}
+	}
+
+	if len(transient) > 0 {
+		return reconcile.Result{}, fmt.Errorf("backing up %s: will retry", strings.Join(transient, ", "))
+	}
+	if len(rewrites) > 0 {
+		if err := r.patch(ctx, obj, rewrites); err != nil {
+			return reconcile.Result{}, err
+		}
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s",
+			describeBackups(results))
+	}
+	if len(permanent) > 0 {
+		// Retried with backoff: the image may be published, or access granted, later.
+		return reconcile.Result{}, fmt.Errorf("cannot back up %s", strings.Join(permanent, ", "))
+	}
+	if len(invalid) > 0 {
+		// Retrying cannot fix an invalid reference; the spec change that fixes it triggers a new reconcile.
+		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("invalid image references: %s", strings.Join(invalid, ", ")))
+	}
+	return reconcile.Result{}, nil
+}
+
+// skipReason says why a workload is left alone, or "" if it is reconciled.
+func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
+	switch {
+	case obj.GetDeletionTimestamp() != nil:
+		return "being deleted", nil
+	case r.ignoredNamespaces()[obj.GetNamespace()]:
+		return "namespace is ignored", nil
+	case obj.GetAnnotations()[IgnoreAnnotation] == "true":
+		return "workload has " + IgnoreAnnotation + "=true", nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: obj.GetNamespace()}, ns); err != nil {
+		return "", fmt.Errorf("reading namespace %s for its %s annotation: %w", obj.GetNamespace(), IgnoreAnnotation, err)
+	}
+	if ns.Annotations[IgnoreAnnotation] == "true" {
+		return "namespace has " + IgnoreAnnotation + "=true", nil
+	}
+	return "", nil
+}
+
+func (r *Reconciler[T]) ignoredNamespaces() map[string]bool {
+	ignored := map[string]bool{}
+	for _, ns := range r.Options.IgnoredNamespaces {
+		ignored[ns] = true
+	}
+	return ignored
+}
+
+// externalImages returns the distinct images of the pod template that do not live in the backup registry yet.
+func (r *Reconciler[T]) externalImages(template *corev1.PodTemplateSpec) []string {
+	seen := map[string]bool{}
+	for _, c := range slices.Concat(template.Spec.InitContainers, template.Spec.Containers) {
+		if !r.Options.Backup.Contains(c.Image) {
+			seen[c.Image] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// backupResult is the outcome of backing up one image.
+type backupResult struct {
+	image   string
+	mapping imageref.Mapping
+	digest  v1.Hash
+	err     error
+	invalid bool // the reference itself is unusable
+}
+
+func (r *Reconciler[T]) backUp(ctx context.Context, images []string) []backupResult {
+	results := make([]backupResult, len(images))
+	limit := make(chan struct{}, max(1, r.Options.MaxConcurrentImages))
+	var wg sync.WaitGroup
+	for i, image := range images {
+		results[i].image = image
+		mapping, err := r.Options.Backup.Map(image)
+		if err != nil {
+			results[i].err, results[i].invalid = err, true
+			continue
+		}
+		results[i].mapping = mapping
+		wg.Go(func() {
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			results[i].digest, results[i].err = r.Copier.Copy(ctx, mapping.Source, mapping.Target)
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// patch rewrites the images in one merge patch. The patch carries the resourceVersion it was computed from,
+// so a concurrent edit makes it fail with a conflict (and the workload is requeued) instead of being lost.
+func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]string) error {
+	patched := obj.DeepCopyObject().(T)
+	spec := &r.Kind.PodTemplate(patched).Spec
+	for _, containers := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range containers {
+			if backup, ok := rewrites[containers[i].Image]; ok {
+				containers[i].Image = backup
+			}
+		}
+	}
+	err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{}),
+		client.FieldOwner(FieldOwner))
+	if apierrors.IsConflict(err) {
+		ctrl.LoggerFrom(ctx).V(1).Info("Workload changed while its images were copied; reconciling again")
+		return fmt.Errorf("patching images: workload changed concurrently: %w", err)
+	}
+	if err != nil {
+		return fmt.Errorf("patching images: %w", err)
+	}
+	workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
+	for _, res := range slices.Collect(maps.Keys(rewrites)) {
+		ctrl.LoggerFrom(ctx).Info("Pointed workload at backup", "image", res, "backup", rewrites[res])
+	}
+	return nil
+}
+
+// workloadsInNamespace enqueues every workload of the kind in a namespace whose annotations changed.
+func (r *Reconciler[T]) workloadsInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	list := r.Kind.NewList()
+	if err := r.Client.List(ctx, list, client.InNamespace(ns.GetName())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing workloads of namespace", "namespace", ns.GetName())
+		return nil
+	}
+	var requests []reconcile.Request
+	_ = meta.EachListItem(list, func(o runtime.Object) error {
+		obj := o.(client.Object)
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+		return nil
+	})
+	return requests
+}
+
+// describeBackups renders "source → backup (digest)" for every image that was backed up, in the Event note's
+// size limit.
+func describeBackups(results []backupResult) string {
+	var parts []string
+	for _, res := range results {
+		if res.err == nil {
+			parts = append(parts, fmt.Sprintf("%s → %s (%s)", res.image, res.mapping.PodImage(), res.digest))
+		}
+	}
+	note := "Backed up " + strings.Join(parts, "; ")
+	const maxNote = 1024 // events.k8s.io/v1 limit
+	if len(note) > maxNote {
+		cut := maxNote - len("...")
+		for cut > 0 && !utf8.RuneStart(note[cut]) {
+			cut--
+		}
+		note = note[:cut] + "..."
+	}
+	return note
+}
+
+// newObject returns an empty object of the kind, e.g. &appsv1.Deployment{} for T = *appsv1.Deployment.
+func newObject[T client.Object]() T {
+	return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T)
+}
