@@ -185,8 +185,8 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		}
 		if res.err != nil {
 			log.Error(res.err, "Backing up image failed", "image", res.image)
-			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp",
-				"Cannot back up image %s: %v", res.image, res.err)
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s",
+				describeFailure(res))
 		}
 	}
 
@@ -344,6 +344,14 @@ func describeBackups(results []backupResult) string {
 		note = note[:cut] + "..."
 	}
 	return note
+}
+
+// describeFailure tells the user which image failed, in plain words where possible, and the registry's error.
+func describeFailure(res backupResult) string {
+	if hint := registry.Explain(res.err); hint != "" {
+		return fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err)
+	}
+	return fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err)
 }
 
 // newObject returns an empty object of the kind, e.g. &appsv1.Deployment{} for T = *appsv1.Deployment.

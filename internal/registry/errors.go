@@ -65,3 +65,22 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	r.n.Add(int64(n))
 	return n, err
 }
+
+// Explain says in plain words what a copy error means for the user, or "" when the error speaks for itself.
+func Explain(err error) string {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return ""
+	}
+	switch {
+	case terr.StatusCode == http.StatusNotFound:
+		return "the image does not exist in the registry (check the name and tag)"
+	case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
+		return "the registry denied access (check the credentials in --registry-config, or the image's visibility)"
+	case terr.StatusCode == http.StatusTooManyRequests:
+		return "the registry is rate limiting requests; retrying with backoff"
+	case terr.StatusCode >= 500:
+		return "the registry is failing; retrying with backoff"
+	}
+	return ""
+}

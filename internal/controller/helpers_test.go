@@ -1,0 +1,207 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+)
+
+// gatedCopier wraps the real copier so that a spec can hold the copy of one image, e.g. to edit a workload
+// while its copy is running.
+type gatedCopier struct {
+	next controller.ImageCopier
+
+	mu      sync.Mutex
+	gates   map[string]chan struct{}
+	waiting map[string]bool
+}
+
+func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error) {
+	g.mu.Lock()
+	gate := g.gates[src.String()]
+	if gate != nil {
+		g.waiting[src.String()] = true
+	}
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return v1.Hash{}, ctx.Err()
+		}
+	}
+	return g.next.Copy(ctx, src, dst)
+}
+
+// Hold makes copies of image wait until the returned release function is called.
+func (g *gatedCopier) Hold(image string) (release func()) {
+	src := mustMap(image).Source.String()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gates == nil {
+		g.gates, g.waiting = map[string]chan struct{}{}, map[string]bool{}
+	}
+	ch := make(chan struct{})
+	g.gates[src] = ch
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.gates, src)
+		close(ch)
+	}
+}
+
+// Waiting reports whether a copy of image is being held.
+func (g *gatedCopier) Waiting(image string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting[mustMap(image).Source.String()]
+}
+
+func mustMap(image string) struct {
+	Source name.Reference
+	Backup string
+} {
+	m, err := backup.Map(image)
+	Expect(err).NotTo(HaveOccurred())
+	return struct {
+		Source name.Reference
+		Backup string
+	}{m.Source, m.PodImage()}
+}
+
+// backupOf is the image string the controller is expected to write for image.
+func backupOf(image string) string { return mustMap(image).Backup }
+
+// unique returns prefix with a random suffix, so that specs never share images or workloads.
+func unique(prefix string) string { return fmt.Sprintf("%s-%06d", prefix, rand.IntN(1_000_000)) }
+
+// pushUpstream pushes a random two-platform image to the upstream registry at repoTag (as the mirror serves
+// it, e.g. "library/web:1.0" for Docker Hub's "web:1.0") and returns its digest.
+func pushUpstream(repoTag string) v1.Hash {
+	GinkgoHelper()
+	digest, err := upstream.PushIndex(repoTag, 2, 1024)
+	Expect(err).NotTo(HaveOccurred())
+	return digest
+}
+
+func newNamespace(annotations map[string]string) string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "spec-", Annotations: annotations}}
+	Expect(k8sClient.Create(context.Background(), ns)).To(Succeed())
+	return ns.Name
+}
+
+func podSpec(initImages, images []string) corev1.PodTemplateSpec {
+	t := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "test"}}}
+	for i, image := range initImages {
+		t.Spec.InitContainers = append(t.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("init-%d", i), Image: image})
+	}
+	for i, image := range images {
+		t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: fmt.Sprintf("main-%d", i), Image: image})
+	}
+	return t
+}
+
+func newDeployment(ns, name string, initImages, images []string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "test"}},
+			Template: podSpec(initImages, images),
+		},
+	}
+}
+
+func newDaemonSet(ns, name string, initImages, images []string) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "test"}},
+			Template: podSpec(initImages, images),
+		},
+	}
+}
+
+// templateImages returns the init container images followed by the container images of a workload, read from
+// the apiserver.
+func templateImages(obj client.Object) func() []string {
+	return func() []string {
+		GinkgoHelper()
+		Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+		var t *corev1.PodTemplateSpec
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			t = &o.Spec.Template
+		case *appsv1.DaemonSet:
+			t = &o.Spec.Template
+		}
+		var images []string
+		for _, c := range append(append([]corev1.Container{}, t.Spec.InitContainers...), t.Spec.Containers...) {
+			images = append(images, c.Image)
+		}
+		return images
+	}
+}
+
+// eventsOf returns "Type Reason: note" for every event recorded about obj.
+func eventsOf(obj client.Object) func() []string {
+	return func() []string {
+		GinkgoHelper()
+		list := &eventsv1.EventList{}
+		Expect(k8sClient.List(context.Background(), list, client.InNamespace(obj.GetNamespace()))).To(Succeed())
+		var out []string
+		for _, e := range list.Items {
+			if e.Regarding.Name == obj.GetName() {
+				out = append(out, fmt.Sprintf("%s %s: %s", e.Type, e.Reason, e.Note))
+			}
+		}
+		return out
+	}
+}
+
+// counterValue reads a counter from controller-runtime's metrics registry (0 if it has no such series).
+func counterValue(metric string, labels map[string]string) float64 {
+	GinkgoHelper()
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != metric {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if matchLabels(m, labels) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func matchLabels(m *dto.Metric, labels map[string]string) bool {
+	found := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := labels[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			found++
+		}
+	}
+	return found == len(labels)
+}

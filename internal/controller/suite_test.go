@@ -1,0 +1,110 @@
+package controller_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+)
+
+// ignoredNamespace is on the controller's ignore list in this suite.
+const ignoredNamespace = "ignored-by-flag"
+
+var (
+	k8sClient client.Client
+	upstream  *registrytest.Registry // stands in for Docker Hub and ghcr.io through --source-mirror
+	backupReg *registrytest.Registry
+	backup    imageref.Backup
+	gate      *gatedCopier
+)
+
+func TestController(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	SetDefaultEventuallyTimeout(60 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+
+	testEnv := &envtest.Environment{BinaryAssetsDirectory: envtestAssets()}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred(), "starting kube-apiserver and etcd; run `make test`, which installs them")
+	DeferCleanup(testEnv.Stop)
+
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	upstream = registrytest.NewInProcess()
+	DeferCleanup(upstream.Close)
+	backupReg = registrytest.NewInProcess()
+	DeferCleanup(backupReg.Close)
+	backup, err = imageref.ParseBackup(backupReg.Host + "/backup")
+	Expect(err).NotTo(HaveOccurred())
+
+	gate = &gatedCopier{next: registry.New(registry.Options{
+		Mirrors: map[string]registry.Mirror{
+			"index.docker.io": {Registry: upstream.Host},
+			"ghcr.io":         {Registry: upstream.Host, Prefix: "ghcr"},
+		},
+	})}
+	startManager(cfg, gate)
+})
+
+func startManager(cfg *rest.Config, copier controller.ImageCopier) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(controller.SetupWithManager(mgr, copier, controller.Options{
+		Backup:                  backup,
+		IgnoredNamespaces:       []string{"kube-system", ignoredNamespace},
+		MaxConcurrentReconciles: 2,
+		MaxConcurrentImages:     4,
+	})).To(Succeed())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	DeferCleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// envtestAssets finds kube-apiserver and etcd: KUBEBUILDER_ASSETS (set by make test), else the cache that
+// hack/test-binaries.sh fills.
+func envtestAssets() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "image-clone-controller", "envtest-v1.37.2")
+}

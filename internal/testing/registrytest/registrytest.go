@@ -1,0 +1,228 @@
+// Package registrytest runs real container registries for tests: go-containerregistry's in-process registry
+// for fast tests and the distribution registry binary for integration tests, both behind a proxy that counts
+// requests so tests can prove what did (and did not) cross the wire.
+package registrytest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Registry is a registry running for a test, reached through a counting proxy at Host.
+type Registry struct {
+	// Host is host:port of the proxy in front of the registry; use it in image references.
+	Host string
+
+	proxy    *httptest.Server
+	backend  *httptest.Server // in-process registry, if any
+	process  *exec.Cmd        // distribution registry, if any
+	exited   chan struct{}
+	upstream *url.URL
+	down     atomic.Bool
+
+	mu       sync.Mutex
+	requests []Request
+}
+
+// Request is one request the registry received.
+type Request struct {
+	Method string
+	Path   string
+	// Bytes is the request body size for uploads.
+	Bytes int64
+}
+
+// IsBlob reports whether the request read or wrote blob content (HEAD existence checks excluded).
+func (r Request) IsBlob() bool {
+	return strings.Contains(r.Path, "/blobs/") && r.Method != http.MethodHead
+}
+
+// NewInProcess starts go-containerregistry's in-memory registry.
+func NewInProcess() *Registry {
+	backend := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(discardLogger())))
+	u, _ := url.Parse(backend.URL)
+	r := &Registry{backend: backend, upstream: u}
+	r.startProxy()
+	return r
+}
+
+// StartDistribution starts the distribution registry binary with its storage in dir.
+func StartDistribution(binary, dir string) (*Registry, error) {
+	if binary == "" {
+		return nil, errors.New("no distribution registry binary: set REGISTRY_BINARY (make test does) or run hack/test-binaries.sh registry")
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	config := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:%d
+`, filepath.Join(dir, "data"), port)), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "serve", config)
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none")
+	logFile, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", binary, err)
+	}
+	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}}
+	go func() { _ = cmd.Wait(); logFile.Close(); close(r.exited) }()
+	if err := r.waitReady(30 * time.Second); err != nil {
+		r.Close()
+		log, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+		return nil, fmt.Errorf("distribution registry did not become ready: %w\n%s", err, log)
+	}
+	r.startProxy()
+	return r, nil
+}
+
+func (r *Registry) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-r.exited:
+			return errors.New("registry process exited")
+		default:
+		}
+		resp, err := http.Get(r.upstream.String() + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer on %s within %s: %v", r.upstream, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *Registry) startProxy() {
+	rp := httputil.NewSingleHostReverseProxy(r.upstream)
+	rp.ErrorLog = discardLogger()
+	r.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.down.Load() {
+			http.Error(w, "registry is down for this test", http.StatusServiceUnavailable)
+			return
+		}
+		rec := Request{Method: req.Method, Path: req.URL.Path}
+		var n atomic.Int64
+		if req.Body != nil {
+			req.Body = &countingBody{ReadCloser: req.Body, n: &n}
+		}
+		rp.ServeHTTP(w, req)
+		rec.Bytes = n.Load()
+		r.mu.Lock()
+		r.requests = append(r.requests, rec)
+		r.mu.Unlock()
+	}))
+	r.Host = strings.TrimPrefix(r.proxy.URL, "http://")
+}
+
+// SetDown makes the registry answer every request with 503 (true) or serve normally again (false).
+func (r *Registry) SetDown(down bool) { r.down.Store(down) }
+
+// Requests returns the requests received so far.
+func (r *Registry) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Request(nil), r.requests...)
+}
+
+// BlobRequests counts requests that read or wrote blob content.
+func (r *Registry) BlobRequests() int {
+	n := 0
+	for _, req := range r.Requests() {
+		if req.IsBlob() {
+			n++
+		}
+	}
+	return n
+}
+
+// UploadedBytes sums the blob bytes uploaded.
+func (r *Registry) UploadedBytes() int64 {
+	var n int64
+	for _, req := range r.Requests() {
+		if strings.Contains(req.Path, "/blobs/uploads/") {
+			n += req.Bytes
+		}
+	}
+	return n
+}
+
+// ResetRequests forgets the requests received so far.
+func (r *Registry) ResetRequests() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests = nil
+}
+
+// Close stops the registry.
+func (r *Registry) Close() {
+	if r.proxy != nil {
+		r.proxy.Close()
+	}
+	if r.backend != nil {
+		r.backend.Close()
+	}
+	if r.process != nil && r.process.Process != nil {
+		_ = r.process.Process.Kill()
+		<-r.exited
+	}
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func discardLogger() *log.Logger { return log.New(io.Discard, "", 0) }
