@@ -29,8 +29,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
@@ -131,7 +131,7 @@ func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !ignored[o.GetName()] })
 
 	return ctrl.NewControllerManagedBy(mgr).
-		Named("image-clone-" + strings.ToLower(r.Kind.Name)).
+		Named("image-clone-"+strings.ToLower(r.Kind.Name)).
 		For(newObject[T](), builder.WithPredicates(inScope,
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Opting a namespace back in (removing the annotation) must reconcile its workloads.
