@@ -122,13 +122,19 @@ type Reconciler[T client.Object] struct {
 	Copier   ImageCopier
 	Options  Options
 	Kind     Kind[T]
+
+	ignored map[string]bool
 }
 
 // SetupWithManager registers the reconciler as controller "image-clone-<kind>".
 func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
-	ignored := r.ignoredNamespaces()
-	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !ignored[o.GetNamespace()] })
-	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !ignored[o.GetName()] })
+	r.ignored = map[string]bool{}
+	for _, ns := range r.Options.IgnoredNamespaces {
+		r.ignored[ns] = true
+	}
+	// Filtering at the watch keeps ignored namespaces out of the work queue altogether.
+	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetNamespace()] })
+	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetName()] })
 
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("image-clone-"+strings.ToLower(r.Kind.Name)).
@@ -216,7 +222,7 @@ func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
 	switch {
 	case obj.GetDeletionTimestamp() != nil:
 		return "being deleted", nil
-	case r.ignoredNamespaces()[obj.GetNamespace()]:
+	case r.ignored[obj.GetNamespace()]:
 		return "namespace is ignored", nil
 	case obj.GetAnnotations()[IgnoreAnnotation] == "true":
 		return "workload has " + IgnoreAnnotation + "=true", nil
@@ -229,14 +235,6 @@ func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
 		return "namespace has " + IgnoreAnnotation + "=true", nil
 	}
 	return "", nil
-}
-
-func (r *Reconciler[T]) ignoredNamespaces() map[string]bool {
-	ignored := map[string]bool{}
-	for _, ns := range r.Options.IgnoredNamespaces {
-		ignored[ns] = true
-	}
-	return ignored
 }
 
 // externalImages returns the distinct images of the pod template that do not live in the backup registry yet.

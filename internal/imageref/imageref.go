@@ -115,7 +115,7 @@ type Backup struct {
 // ParseBackup validates a --backup-registry value such as "10.96.0.11:5001", "registry.example.com/mirror" or
 // "localhost:5000/a/b", so that a misconfiguration fails at startup instead of on the first copy.
 func ParseBackup(s string) (Backup, error) {
-	fail := func(format string, args ...any) (Backup, error) {
+	fail := func(format string, args ...any) (Backup, error) { //nolint:unparam // lets call sites read "return fail(...)"
 		return Backup{}, fmt.Errorf("invalid backup registry %q: "+format, append([]any{s}, args...)...)
 	}
 	switch {
@@ -320,7 +320,7 @@ type source struct {
 }
 
 func parseSource(image string) (source, error) {
-	fail := func(format string, args ...any) (source, error) {
+	fail := func(format string, args ...any) (source, error) { //nolint:unparam // lets call sites read "return fail(...)"
 		return source{}, fmt.Errorf("invalid image reference %q: "+format, append([]any{image}, args...)...)
 	}
 	switch {
@@ -484,7 +484,7 @@ func decodeHost(enc string) (string, error) {
 			if err != nil {
 				return "", fmt.Errorf("encoded registry %q: %w", enc, err)
 			}
-			b[2*i], b[2*i+1] = byte(v>>8), byte(v)
+			b[2*i], b[2*i+1] = byte(v>>8), byte(v) //nolint:gosec // ParseUint was given bitSize 16, so v fits two bytes
 		}
 		s := "[" + netip.AddrFrom16(b).String() + "]"
 		if len(tokens) == 10 {
@@ -494,7 +494,7 @@ func decodeHost(enc string) (string, error) {
 	}
 	last := tokens[len(tokens)-1]
 	if len(tokens) > 1 && digits.MatchString(last) {
-		if a, err := netip.ParseAddr(strings.Join(tokens, ".")); err != nil || !a.Is4() {
+		if !isIPv4(strings.Join(tokens, ".")) {
 			return strings.Join(tokens[:len(tokens)-1], ".") + ":" + last, nil
 		}
 	}
@@ -508,4 +508,10 @@ func allMatch(ss []string, re *regexp.Regexp) bool {
 		}
 	}
 	return true
+}
+
+// isIPv4 reports whether host is a dotted-quad IPv4 address.
+func isIPv4(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Is4()
 }

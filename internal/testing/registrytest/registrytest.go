@@ -4,6 +4,7 @@
 package registrytest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -87,7 +88,7 @@ http:
 `, filepath.Join(dir, "data"), port)), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(binary, "serve", config)
+	cmd := exec.CommandContext(context.Background(), binary, "serve", config)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none")
 	logFile, err := os.Create(filepath.Join(dir, "registry.log"))
 	if err != nil {
@@ -98,7 +99,11 @@ http:
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
 	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}}
-	go func() { _ = cmd.Wait(); logFile.Close(); close(r.exited) }()
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(r.exited)
+	}()
 	if err := r.waitReady(30 * time.Second); err != nil {
 		r.Close()
 		log, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
@@ -116,15 +121,16 @@ func (r *Registry) waitReady(timeout time.Duration) error {
 			return errors.New("registry process exited")
 		default:
 		}
-		resp, err := http.Get(r.upstream.String() + "/v2/")
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, r.upstream.String()+"/v2/", nil)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer on %s within %s: %v", r.upstream, timeout, err)
+			return fmt.Errorf("no answer on %s within %s: %w", r.upstream, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -217,7 +223,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
