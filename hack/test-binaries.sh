@@ -4,10 +4,12 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler  built from k8s.io/kubernetes (hack/tools/kube)
 #   etcd                                                     built from go.etcd.io/etcd (hack/tools/etcd)
 #   registry                                                 the distribution registry (go install)
+#   kwok                                                     fake nodes and pods for the local cluster (go install)
 # For envtest it first tries setup-envtest's official binaries (users with internet access get those), and
 # falls back to building from source, which takes ~10 minutes on 2 cores the first time.
 #
-# Usage: hack/test-binaries.sh all | envtest-dir | registry | kube-controller-manager | kube-scheduler | etcd
+# Usage: hack/test-binaries.sh all | envtest-dir | registry | kwok | kube-apiserver | kube-controller-manager |
+#        kube-scheduler | etcd
 # Every command but `all` prints one path on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -18,6 +20,7 @@ go=${GO:-go}
 kube_version=v1.37.2
 etcd_version=v3.6.16
 registry_version=v3.1.2
+kwok_version=v0.8.0
 envtest_timeout=${ENVTEST_DOWNLOAD_TIMEOUT:-30}
 
 log() { echo "test-binaries: $*" >&2; }
@@ -66,6 +69,16 @@ install_registry() {
 	echo "$dir/registry"
 }
 
+install_kwok() {
+	local dir="$cache/kwok-$kwok_version"
+	if [ ! -x "$dir/kwok" ]; then
+		log "installing kwok $kwok_version (go install, first time only; a few minutes on a small machine)..."
+		mkdir -p "$dir"
+		GOBIN="$dir" GOFLAGS=-buildvcs=false "$go" install "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
+	fi
+	echo "$dir/kwok"
+}
+
 # envtest_dir prints a directory holding kube-apiserver and etcd for controller-runtime's envtest.
 envtest_dir() {
 	local dir="$cache/envtest-$kube_version"
@@ -101,10 +114,11 @@ all)
 	;;
 envtest-dir) envtest_dir ;;
 registry) install_registry ;;
+kwok) install_kwok ;;
 etcd) build_etcd ;;
 kube-apiserver | kube-controller-manager | kube-scheduler) build_kube "$1" ;;
 *)
-	echo "usage: $0 all|envtest-dir|registry|etcd|kube-apiserver|kube-controller-manager|kube-scheduler" >&2
+	echo "usage: $0 all|envtest-dir|registry|kwok|etcd|kube-apiserver|kube-controller-manager|kube-scheduler" >&2
 	exit 2
 	;;
 esac

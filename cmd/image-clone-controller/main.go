@@ -126,15 +126,18 @@ func run(ctx context.Context, f flags) error {
 	}
 
 	ignored := slices.Concat(alwaysIgnoredNamespaces, splitList(f.ignoreNamespaces))
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		ignored = append(ignored, ns)
+	ownNamespace := os.Getenv("POD_NAMESPACE")
+	if ownNamespace != "" {
+		ignored = append(ignored, ownNamespace)
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
-		HealthProbeBindAddress:        f.probeAddr,
-		LeaderElection:                f.leaderElect,
-		LeaderElectionID:              "image-clone-controller.image-clone-controller.io",
+		Metrics:                metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress: f.probeAddr,
+		LeaderElection:         f.leaderElect,
+		LeaderElectionID:       "image-clone-controller.image-clone-controller.io",
+		// In a pod the namespace is detected; outside a cluster the lease lives in POD_NAMESPACE.
+		LeaderElectionNamespace:       ownNamespace,
 		LeaderElectionReleaseOnCancel: true, // safe: the process exits as soon as the manager stops
 		// Workloads are cached cluster-wide; managedFields are large and never read, so drop them.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},

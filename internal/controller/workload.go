@@ -106,22 +106,24 @@ type Options struct {
 func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
 	rec := mgr.GetEventRecorder("image-clone-controller")
 	if err := (&Reconciler[*appsv1.Deployment]{
-		Client: mgr.GetClient(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&Reconciler[*appsv1.DaemonSet]{
-		Client: mgr.GetClient(), Recorder: rec, Copier: copier, Options: opts, Kind: DaemonSets,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: DaemonSets,
 	}).SetupWithManager(mgr)
 }
 
 // Reconciler backs up the external images of one workload kind and points the pod template at the copies.
 type Reconciler[T client.Object] struct {
-	Client   client.Client
-	Recorder recorder.EventRecorder
-	Copier   ImageCopier
-	Options  Options
-	Kind     Kind[T]
+	Client client.Client
+	// APIReader reads workloads past the cache, to retry a patch that lost a race against another writer.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	Copier    ImageCopier
+	Options   Options
+	Kind      Kind[T]
 
 	ignored map[string]bool
 }
@@ -279,32 +281,55 @@ func (r *Reconciler[T]) backUp(ctx context.Context, images []string) []backupRes
 	return results
 }
 
-// patch rewrites the images in one merge patch. The patch carries the resourceVersion it was computed from,
-// so a concurrent edit makes it fail with a conflict (and the workload is requeued) instead of being lost.
+// patchAttempts bounds how often a patch that lost a race against another writer is retried on a fresh read
+// before the workload goes back to the queue.
+const patchAttempts = 3
+
+// patch rewrites the images in one merge patch. The patch carries the resourceVersion it was computed from, so
+// a concurrent writer (the Deployment controller updating status, or a user editing the spec) makes it fail
+// with a conflict instead of being overwritten; the rewrite is then applied again to a fresh read, which keeps
+// the other writer's changes. Images the fresh read no longer has are simply not rewritten.
 func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]string) error {
-	patched := obj.DeepCopyObject().(T)
-	spec := &r.Kind.PodTemplate(patched).Spec
+	log := ctrl.LoggerFrom(ctx)
+	current := obj
+	for attempt := 1; ; attempt++ {
+		patched := current.DeepCopyObject().(T)
+		changed := rewriteImages(&r.Kind.PodTemplate(patched).Spec, rewrites)
+		if len(changed) == 0 {
+			return nil // someone else already changed every image we would have rewritten
+		}
+		err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{}),
+			client.FieldOwner(FieldOwner))
+		if err == nil {
+			workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
+			for _, image := range changed {
+				log.Info("Pointed workload at backup", "image", image, "backup", rewrites[image])
+			}
+			return nil
+		}
+		if !apierrors.IsConflict(err) || attempt == patchAttempts {
+			return fmt.Errorf("patching images: %w", err)
+		}
+		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt)
+		current = newObject[T]()
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+			return fmt.Errorf("re-reading workload after a patch conflict: %w", err)
+		}
+	}
+}
+
+// rewriteImages points every container whose image has a rewrite at its backup and returns the images changed.
+func rewriteImages(spec *corev1.PodSpec, rewrites map[string]string) []string {
+	var changed []string
 	for _, containers := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for i := range containers {
 			if backup, ok := rewrites[containers[i].Image]; ok {
+				changed = append(changed, containers[i].Image)
 				containers[i].Image = backup
 			}
 		}
 	}
-	err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{}),
-		client.FieldOwner(FieldOwner))
-	if apierrors.IsConflict(err) {
-		ctrl.LoggerFrom(ctx).V(1).Info("Workload changed while its images were copied; reconciling again")
-		return fmt.Errorf("patching images: workload changed concurrently: %w", err)
-	}
-	if err != nil {
-		return fmt.Errorf("patching images: %w", err)
-	}
-	workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
-	for _, res := range slices.Collect(maps.Keys(rewrites)) {
-		ctrl.LoggerFrom(ctx).Info("Pointed workload at backup", "image", res, "backup", rewrites[res])
-	}
-	return nil
+	return changed
 }
 
 // workloadsInNamespace enqueues every workload of the kind in a namespace whose annotations changed.

@@ -1,0 +1,488 @@
+#!/usr/bin/env bash
+# Runs a small Kubernetes cluster and the controller as ordinary local processes, without Docker, on
+# 127.0.0.1 only: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes whose pods
+# "run" without containers), two distribution registries (the backup registry and an "upstream" seeded with
+# small random images named like public ones, which the controller mirrors docker.io and ghcr.io from) and
+# bin/image-clone-controller, which talks to the API server as its ServiceAccount (impersonated), so the
+# shipped RBAC in config/rbac is what gets exercised.
+#
+# State (pid files, logs, certificates, kubeconfigs, etcd and registry data) lives in LOCAL_DIR. Running it
+# again while the cluster runs is harmless: it starts only what is not running. Stop with hack/local-down.sh.
+#
+# Usage: hack/local-up.sh                       start whatever is not running
+#        hack/local-up.sh --restart-controller  restart only the controller (e.g. after make build)
+#
+# Tunables (environment variables, with their defaults):
+#   LOCAL_DIR=<repo>/.local                state directory
+#   LOCAL_NODES=3                          number of kwok nodes
+#   LOCAL_APISERVER_PORT=6443              kube-apiserver (HTTPS)
+#   LOCAL_ETCD_PORT=2379                   etcd clients
+#   LOCAL_ETCD_PEER_PORT=2380              etcd peers
+#   LOCAL_BACKUP_REGISTRY_PORT=5001        backup registry (the controller's --backup-registry)
+#   LOCAL_UPSTREAM_REGISTRY_PORT=5002      upstream registry (the controller's --source-mirror target)
+#   LOCAL_METRICS_PORT=8080                controller metrics
+#   LOCAL_PROBE_PORT=8081                  controller /healthz and /readyz
+#   LOCAL_CONTROLLER_ARGS=                 more controller flags, e.g. "--zap-log-level=debug"
+#   LOCAL_SEED=true                        push the sample images to the upstream registry
+#   LOCAL_TIMEOUT=90                       seconds to wait for each component to become ready
+#   LOCAL_STOP_GRACE=10                    seconds between SIGTERM and SIGKILL when stopping
+#   CONTROLLER_BIN=<repo>/bin/image-clone-controller
+#   CACHE_DIR, GO                          as for hack/test-binaries.sh, which provides (and on first use
+#                                          builds) etcd, kube-*, registry and kwok
+set -euo pipefail
+
+# shellcheck source=hack/local-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/local-lib.sh"
+
+LOCAL_CONTROLLER_ARGS=${LOCAL_CONTROLLER_ARGS:-}
+LOCAL_SEED=${LOCAL_SEED:-true}
+LOCAL_TIMEOUT=${LOCAL_TIMEOUT:-90}
+
+controller_namespace=image-clone-system
+controller_sa=image-clone-controller
+service_cidr=10.0.0.0/24
+pod_cidr=10.244.0.0/16
+
+mode=up
+case "${1:-}" in
+"") ;;
+--restart-controller) mode=restart-controller ;;
+-h | --help)
+	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+*) die "unknown argument $1 (see --help)" ;;
+esac
+
+started_at=$SECONDS
+# shellcheck disable=SC2154 # rc is assigned in the trap
+trap 'rc=$?; [ $rc -eq 0 ] || log "failed; what did start keeps running: fix the cause and run this again, or stop it all with hack/local-down.sh (make local-down)"' EXIT
+k() { kubectl --kubeconfig "$LOCAL_DIR/kubeconfig" "$@"; }
+
+for tool in openssl curl kubectl setsid ss; do
+	command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# port_in_use PORT succeeds if something listens on PORT (on any address).
+port_in_use() { [ -n "$(ss -Hltn "( sport = :$1 )" 2>/dev/null)" ]; }
+
+# start NAME PORTVAR... -- COMMAND... starts component NAME in its own session, detached from the terminal,
+# logging to logs/NAME.log. The pid file is written by the process itself right before it execs COMMAND,
+# so it holds the pid of COMMAND. The ports must be free.
+start() {
+	local name=$1 var
+	shift
+	while [ "$1" != "--" ]; do
+		var=$1
+		shift
+		port_in_use "${!var}" && die "cannot start $name: port ${!var} is in use by another process (set $var)"
+	done
+	shift
+	rm -f "$pids_dir/$name.pid"
+	echo "---- $(date -u +%FT%TZ) starting: $*" >>"$logs_dir/$name.log"
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pids_dir/$name.pid" "$@" \
+		</dev/null >>"$logs_dir/$name.log" 2>&1 &
+	local i
+	for i in $(seq 50); do
+		[ -s "$pids_dir/$name.pid" ] && break
+		sleep 0.1
+	done
+	log "started $name (pid $(cat "$pids_dir/$name.pid" 2>/dev/null || echo '?'), log ${logs_dir#"$root"/}/$name.log)"
+}
+
+# wait_for NAME WHAT COMMAND... retries COMMAND until it succeeds; fails early if component NAME exits.
+wait_for() {
+	local name=$1 what=$2 deadline=$((SECONDS + LOCAL_TIMEOUT))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if ! pid_of "$name" >/dev/null; then
+			tail -n 30 "$logs_dir/$name.log" >&2 || true
+			die "$name exited while waiting for $what; its log: $logs_dir/$name.log"
+		fi
+		if [ $SECONDS -ge $deadline ]; then
+			tail -n 30 "$logs_dir/$name.log" >&2 || true
+			die "timed out after ${LOCAL_TIMEOUT}s waiting for $what; log: $logs_dir/$name.log"
+		fi
+		sleep 0.3
+	done
+}
+
+running() {
+	local pid
+	if pid=$(pid_of "$1"); then
+		log "$1 is running (pid $pid)"
+		return 0
+	fi
+	return 1
+}
+
+# --- certificates and kubeconfigs -------------------------------------------------------------------------
+
+# gen_key FILE writes an EC P-256 private key.
+gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# sign NAME SUBJECT EXTENSIONS writes NAME.key and NAME.crt, signed by the CA.
+sign() {
+	local name=$1 subject=$2 ext=$3
+	gen_key "$pki_dir/$name.key"
+	printf '[req]\ndistinguished_name = dn\n[dn]\n[ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n%s\n' \
+		"$ext" >"$pki_dir/$name.cnf"
+	openssl req -new -config "$pki_dir/$name.cnf" -key "$pki_dir/$name.key" -subj "$subject" -out "$pki_dir/$name.csr"
+	openssl x509 -req -in "$pki_dir/$name.csr" -CA "$pki_dir/ca.crt" -CAkey "$pki_dir/ca.key" \
+		-set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$pki_dir/$name.cnf" -extensions ext \
+		-out "$pki_dir/$name.crt" 2>/dev/null
+	rm -f "$pki_dir/$name.csr" "$pki_dir/$name.cnf"
+}
+
+gen_pki() {
+	# sa.pub is written last: its presence means the set is complete.
+	[ -s "$pki_dir/sa.pub" ] && return
+	log "generating a CA, serving and client certificates and the service-account key in ${pki_dir#"$root"/}"
+	rm -rf "$pki_dir"
+	mkdir -p "$pki_dir"
+	gen_key "$pki_dir/ca.key"
+	printf '[req]\ndistinguished_name = dn\n[dn]\n[ext]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign, digitalSignature\nsubjectKeyIdentifier = hash\n' \
+		>"$pki_dir/ca.cnf"
+	openssl req -x509 -new -config "$pki_dir/ca.cnf" -extensions ext -key "$pki_dir/ca.key" \
+		-subj "/CN=image-clone-local-ca" -days 3650 -out "$pki_dir/ca.crt"
+	rm -f "$pki_dir/ca.cnf"
+	sign apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, IP:${service_cidr%.*/*}.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
+	sign admin "/O=system:masters/CN=local-admin" "extendedKeyUsage = clientAuth"
+	sign kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage = clientAuth"
+	sign kube-scheduler "/CN=system:kube-scheduler" "extendedKeyUsage = clientAuth"
+	sign kwok "/O=system:masters/CN=kwok" "extendedKeyUsage = clientAuth"
+	gen_key "$pki_dir/sa.key"
+	openssl pkey -in "$pki_dir/sa.key" -pubout -out "$pki_dir/sa.pub.tmp"
+	mv "$pki_dir/sa.pub.tmp" "$pki_dir/sa.pub"
+}
+
+# write_kubeconfig FILE CERT [IMPERSONATED-USER GROUP...] writes a kubeconfig for the client certificate
+# pki/CERT.crt, optionally impersonating a user with groups.
+write_kubeconfig() {
+	local file=$1 cert=$2 impersonate=
+	shift 2
+	if [ $# -gt 0 ]; then
+		impersonate="    as: $1
+    as-groups:"
+		shift
+		local g
+		for g in "$@"; do
+			impersonate+="
+    - $g"
+		done
+	fi
+	cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$LOCAL_APISERVER_PORT
+    certificate-authority: $pki_dir/ca.crt
+users:
+- name: $cert
+  user:
+    client-certificate: $pki_dir/$cert.crt
+    client-key: $pki_dir/$cert.key
+${impersonate}
+contexts:
+- name: local
+  context:
+    cluster: local
+    user: $cert
+current-context: local
+EOF
+	mv "$file.tmp" "$file"
+}
+
+# --- components -------------------------------------------------------------------------------------------
+
+start_etcd() {
+	running etcd && return
+	start etcd LOCAL_ETCD_PORT LOCAL_ETCD_PEER_PORT -- "$etcd_bin" \
+		--name=local --data-dir="$LOCAL_DIR/etcd" \
+		--listen-client-urls="http://127.0.0.1:$LOCAL_ETCD_PORT" \
+		--advertise-client-urls="http://127.0.0.1:$LOCAL_ETCD_PORT" \
+		--listen-peer-urls="http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
+		--initial-advertise-peer-urls="http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
+		--initial-cluster="local=http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
+		--unsafe-no-fsync --log-level=warn
+}
+
+# start_registry NAME PORTVAR
+start_registry() {
+	local name=$1 var=$2 dir=$LOCAL_DIR/registry/$1
+	running "registry-$name" && return
+	mkdir -p "$dir/data"
+	cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${!var}
+  secret: $(openssl rand -hex 16)
+EOF
+	# The registry exports OpenTelemetry data to localhost:4318 unless told not to.
+	start "registry-$name" "$var" -- env OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
+		"$registry_bin" serve "$dir/config.yml"
+}
+
+# The API server advertises 127.0.0.1, which the endpoint reconciler of the "kubernetes" Service rejects (a
+# loopback address); nothing in this cluster reaches the API server through that Service, so it is turned off.
+start_apiserver() {
+	running kube-apiserver && return
+	start kube-apiserver LOCAL_APISERVER_PORT -- "$apiserver_bin" \
+		--etcd-servers="http://127.0.0.1:$LOCAL_ETCD_PORT" \
+		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$LOCAL_APISERVER_PORT" \
+		--tls-cert-file="$pki_dir/apiserver.crt" --tls-private-key-file="$pki_dir/apiserver.key" \
+		--client-ca-file="$pki_dir/ca.crt" \
+		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file="$pki_dir/sa.pub" --service-account-signing-key-file="$pki_dir/sa.key" \
+		--authorization-mode=Node,RBAC \
+		--service-cluster-ip-range="$service_cidr" \
+		--endpoint-reconciler-type=none \
+		--cert-dir="$pki_dir" --profiling=false
+}
+
+# kube-controller-manager and kube-scheduler serve nothing (--secure-port=0): fewer ports, and nothing here
+# scrapes them. The controller manager signs ServiceAccount tokens with the key the API server verifies, and
+# each of its controllers uses its own ServiceAccount, as in a real cluster.
+start_controller_manager() {
+	running kube-controller-manager && return
+	start kube-controller-manager -- "$kcm_bin" \
+		--kubeconfig="$LOCAL_DIR/kube-controller-manager.kubeconfig" \
+		--secure-port=0 --leader-elect=false \
+		--use-service-account-credentials \
+		--service-account-private-key-file="$pki_dir/sa.key" --root-ca-file="$pki_dir/ca.crt" \
+		--cluster-signing-cert-file="$pki_dir/ca.crt" --cluster-signing-key-file="$pki_dir/ca.key" \
+		--service-cluster-ip-range="$service_cidr" \
+		--controllers='*,-node-ipam-controller' \
+		--profiling=false
+}
+
+start_scheduler() {
+	running kube-scheduler && return
+	start kube-scheduler -- "$scheduler_bin" \
+		--kubeconfig="$LOCAL_DIR/kube-scheduler.kubeconfig" \
+		--secure-port=0 --leader-elect=false --profiling=false
+}
+
+# kwok manages the nodes annotated kwok.x-k8s.io/node=fake: its "fast" stages make them Ready and the pods
+# scheduled onto them Running (and delete pods once they are terminating), and it renews their Leases, which
+# keeps the node lifecycle controller from tainting them unreachable. It serves nothing (no --server-address).
+start_kwok() {
+	running kwok && return
+	# KWOK_WORKDIR keeps a ~/.kwok/kwok.yaml of the user out of this cluster.
+	start kwok -- env KWOK_WORKDIR="$LOCAL_DIR/kwok" "$kwok_bin" \
+		--kubeconfig="$LOCAL_DIR/kwok.kubeconfig" \
+		--config="$LOCAL_DIR/kwok/stages.yaml" \
+		--manage-all-nodes=false \
+		--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+		--cidr="$pod_cidr" --node-ip=127.0.0.1 \
+		--node-lease-duration-seconds=40
+}
+
+start_controller() {
+	local pid
+	if pid=$(pid_of controller); then
+		log "controller is running (pid $pid)"
+		if [[ $(readlink "/proc/$pid/exe") == *" (deleted)" ]]; then
+			log "note: ${CONTROLLER_BIN#"$root"/} changed since the controller started; 'make local-restart-controller' runs the new build"
+		fi
+		return
+	fi
+	[ -x "$CONTROLLER_BIN" ] || die "$CONTROLLER_BIN does not exist: run 'make build' (or 'make local-up')"
+	# shellcheck disable=SC2086 # LOCAL_CONTROLLER_ARGS is a list of flags
+	start controller LOCAL_METRICS_PORT LOCAL_PROBE_PORT -- env -u KUBECONFIG POD_NAMESPACE="$controller_namespace" \
+		"$CONTROLLER_BIN" \
+		--kubeconfig="$LOCAL_DIR/controller.kubeconfig" \
+		--backup-registry="127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT" \
+		--source-mirror="index.docker.io=127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT" \
+		--source-mirror="ghcr.io=127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT/ghcr" \
+		--metrics-bind-address="127.0.0.1:$LOCAL_METRICS_PORT" \
+		--health-probe-bind-address="127.0.0.1:$LOCAL_PROBE_PORT" \
+		$LOCAL_CONTROLLER_ARGS
+}
+
+wait_controller() {
+	wait_for controller "the controller's /readyz (http://127.0.0.1:$LOCAL_PROBE_PORT/readyz)" \
+		curl -fsS "http://127.0.0.1:$LOCAL_PROBE_PORT/readyz"
+	log "controller is ready"
+}
+
+apiserver_ready() {
+	curl -fsS --cacert "$pki_dir/ca.crt" --cert "$pki_dir/admin.crt" --key "$pki_dir/admin.key" \
+		"https://127.0.0.1:$LOCAL_APISERVER_PORT/readyz"
+}
+
+# nodes_manifest prints LOCAL_NODES kwok nodes: the annotation hands them to kwok; no taint, so ordinary
+# pods schedule onto them.
+nodes_manifest() {
+	local i
+	for ((i = 0; i < LOCAL_NODES; i++)); do
+		cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+EOF
+	done
+}
+
+# kwok_stages writes kwok's "fast" node and pod stages, from its module source, as one multi-document file.
+kwok_stages() {
+	local version dir json stage f
+	version=$(basename "$(dirname "$kwok_bin")")
+	version=${version#kwok-}
+	json=$(cd / && GOWORK=off GOFLAGS= "$go" mod download -json "sigs.k8s.io/kwok@$version") ||
+		die "could not download the kwok $version module (for its stage files): $json"
+	dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+	[ -d "$dir/kustomize/stage" ] || die "kwok module directory not found in: $json"
+	mkdir -p "$LOCAL_DIR/kwok"
+	{
+		echo "# kwok $version stages: node/fast and pod/fast from $dir/kustomize/stage"
+		for stage in node/fast pod/fast; do
+			for f in $(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$dir/kustomize/stage/$stage/kustomization.yaml"); do
+				echo "---"
+				cat "$dir/kustomize/stage/$stage/$f"
+			done
+		done
+	} >"$LOCAL_DIR/kwok/stages.yaml.tmp"
+	mv "$LOCAL_DIR/kwok/stages.yaml.tmp" "$LOCAL_DIR/kwok/stages.yaml"
+}
+
+apply_rbac() {
+	[ -f "$root/config/rbac/role.yaml" ] || die "config/rbac/role.yaml is missing: run 'make generate'"
+	k create namespace "$controller_namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
+	local out
+	out=$(kubectl kustomize "$root/config/rbac") || die "rendering config/rbac failed"
+	k apply -n "$controller_namespace" -f - <<<"$out" >/dev/null
+	log "applied config/rbac (namespace $controller_namespace)"
+}
+
+summary() {
+	local rel=${LOCAL_DIR#"$root"/}
+	cat <<EOF
+
+Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API server https://127.0.0.1:$LOCAL_APISERVER_PORT
+
+  export KUBECONFIG=$LOCAL_DIR/kubeconfig
+
+  backup registry     127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT   (--backup-registry)
+  upstream registry   127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT   (mirrors index.docker.io, and ghcr.io under /ghcr)
+  controller          metrics http://127.0.0.1:$LOCAL_METRICS_PORT/metrics, probes http://127.0.0.1:$LOCAL_PROBE_PORT/readyz
+                      as system:serviceaccount:$controller_namespace:$controller_sa (impersonated)
+  logs                $rel/logs/controller.log (make local-logs), $rel/logs/<component>.log
+                      for etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
+                      registry-backup, registry-upstream, seed
+
+Try:
+  kubectl create deployment nginx --image nginx
+  kubectl create deployment grafana --image grafana/grafana:main
+  kubectl create deployment speedtest-exporter --image ghcr.io/timebertt/speedtest-exporter:v0.1.0
+  kubectl apply -f hack/local/fluentd-daemonset.yaml
+  kubectl get pods -o custom-columns=NAME:.metadata.name,IMAGE:.spec.containers[0].image,STATUS:.status.phase
+  curl -s http://127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT/v2/_catalog
+
+Rebuild and restart the controller: make local-restart-controller. Stop everything: make local-down.
+EOF
+}
+
+# --- main -------------------------------------------------------------------------------------------------
+
+mkdir -p "$LOCAL_DIR" "$pids_dir" "$logs_dir"
+touch "$marker"
+
+if [ "$mode" = restart-controller ]; then
+	pid_of kube-apiserver >/dev/null || die "the local cluster is not running: run 'make local-up'"
+	stop controller
+	start_controller
+	wait_controller
+	log "restarted the controller in $((SECONDS - started_at))s; log: ${logs_dir#"$root"/}/controller.log"
+	exit 0
+fi
+
+log "resolving binaries in ${CACHE_DIR:-the cache} (missing ones are built now, which takes minutes the first time)"
+bins=$root/hack/test-binaries.sh
+etcd_bin=$("$bins" etcd)
+apiserver_bin=$("$bins" kube-apiserver)
+kcm_bin=$("$bins" kube-controller-manager)
+scheduler_bin=$("$bins" kube-scheduler)
+registry_bin=$("$bins" registry)
+kwok_bin=$("$bins" kwok)
+
+gen_pki
+write_kubeconfig "$LOCAL_DIR/kubeconfig" admin
+write_kubeconfig "$LOCAL_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
+write_kubeconfig "$LOCAL_DIR/kube-scheduler.kubeconfig" kube-scheduler
+write_kubeconfig "$LOCAL_DIR/kwok.kubeconfig" kwok
+write_kubeconfig "$LOCAL_DIR/controller.kubeconfig" admin \
+	"system:serviceaccount:$controller_namespace:$controller_sa" \
+	system:serviceaccounts "system:serviceaccounts:$controller_namespace"
+kwok_stages
+
+start_etcd
+start_registry backup LOCAL_BACKUP_REGISTRY_PORT
+start_registry upstream LOCAL_UPSTREAM_REGISTRY_PORT
+wait_for etcd "etcd" curl -fsS "http://127.0.0.1:$LOCAL_ETCD_PORT/health"
+start_apiserver
+
+# Seed the upstream registry while the API server starts.
+seed_pid=
+if [ "$LOCAL_SEED" = true ]; then
+	wait_for registry-upstream "the upstream registry" curl -fsS "http://127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT/v2/"
+	(cd "$root" && "$go" run ./hack/seed --registry "127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT") \
+		>"$logs_dir/seed.log" 2>&1 &
+	seed_pid=$!
+fi
+wait_for registry-backup "the backup registry" curl -fsS "http://127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT/v2/"
+
+wait_for kube-apiserver "the API server's /readyz" apiserver_ready
+log "kube-apiserver is ready"
+start_controller_manager
+start_scheduler
+start_kwok
+if [ "$LOCAL_NODES" -gt 0 ]; then
+	nodes_manifest | k apply -f - >/dev/null
+	log "applied $LOCAL_NODES kwok nodes"
+fi
+apply_rbac
+
+if [ -n "$seed_pid" ]; then
+	wait "$seed_pid" || {
+		tail -n 20 "$logs_dir/seed.log" >&2
+		die "seeding the upstream registry failed; log: $logs_dir/seed.log"
+	}
+	log "upstream registry seeded ($(grep -c ': pushed' "$logs_dir/seed.log" || true) pushed, $(grep -c ': exists' "$logs_dir/seed.log" || true) already there)"
+fi
+
+start_controller
+wait_controller
+
+# Ready nodes and the default ServiceAccount (which pods need) mean workloads can run right away.
+if [ "$LOCAL_NODES" -gt 0 ]; then
+	wait_for kwok "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
+fi
+wait_for kube-controller-manager "the default ServiceAccount" k get serviceaccount default -n default
+log "nodes are Ready"
+
+summary

@@ -1,0 +1,118 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+func newNamespace(annotations map[string]string) string {
+	GinkgoHelper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-", Annotations: annotations}}
+	Expect(k8sClient.Create(context.Background(), ns)).To(Succeed())
+	DeferCleanup(func() { Expect(k8sClient.Delete(context.Background(), ns)).To(Succeed()) })
+	return ns.Name
+}
+
+func podTemplate(app string, initImages, images []string) corev1.PodTemplateSpec {
+	t := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}}}
+	for i, image := range initImages {
+		t.Spec.InitContainers = append(t.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("init-%d", i), Image: image})
+	}
+	for i, image := range images {
+		t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: fmt.Sprintf("main-%d", i), Image: image})
+	}
+	return t
+}
+
+func newDeployment(ns, name string, initImages, images []string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: podTemplate(name, initImages, images),
+		},
+	}
+}
+
+func newDaemonSet(ns, name string, initImages, images []string) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: podTemplate(name, initImages, images),
+		},
+	}
+}
+
+// templateImages returns the init container images followed by the container images of a workload.
+func templateImages(obj client.Object) func() []string {
+	return func() []string {
+		GinkgoHelper()
+		Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+		var spec corev1.PodSpec
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			spec = o.Spec.Template.Spec
+		case *appsv1.DaemonSet:
+			spec = o.Spec.Template.Spec
+		}
+		return containerImages(spec)
+	}
+}
+
+func containerImages(spec corev1.PodSpec) []string {
+	var images []string
+	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+		images = append(images, c.Image)
+	}
+	return images
+}
+
+// podImages returns the images of every Running pod matching labels, one slice per pod.
+func podImages(ns string, labels map[string]string) func() [][]string {
+	return func() [][]string {
+		GinkgoHelper()
+		pods := &corev1.PodList{}
+		Expect(k8sClient.List(context.Background(), pods, client.InNamespace(ns), client.MatchingLabels(labels))).To(Succeed())
+		var out [][]string
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+				out = append(out, containerImages(p.Spec))
+			}
+		}
+		return out
+	}
+}
+
+// deploymentRolledOut succeeds once every replica runs the current template and old ReplicaSets are at zero.
+func deploymentRolledOut(d *appsv1.Deployment) func(Gomega) {
+	return func(g Gomega) {
+		ctx := context.Background()
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d)).To(Succeed())
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		g.Expect(d.Status.ObservedGeneration).To(Equal(d.Generation))
+		g.Expect(d.Status.UpdatedReplicas).To(Equal(want))
+		g.Expect(d.Status.ReadyReplicas).To(Equal(want))
+		g.Expect(d.Status.Replicas).To(Equal(want), "old pods still exist")
+
+		sets := &appsv1.ReplicaSetList{}
+		g.Expect(k8sClient.List(ctx, sets, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels))).To(Succeed())
+		for _, rs := range sets.Items {
+			if rs.Spec.Template.Spec.Containers[0].Image != d.Spec.Template.Spec.Containers[0].Image {
+				g.Expect(rs.Status.Replicas).To(BeZero(), "old ReplicaSet "+rs.Name+" not scaled to zero")
+			}
+		}
+	}
+}
