@@ -1,0 +1,238 @@
+# image-clone-controller
+
+# Image built by `make deploy` and skaffold.
+IMG ?= image-clone-controller:dev
+# Backup registry the deployed controller copies to (the kind registry's fixed ClusterIP, see config/registry).
+BACKUP_REGISTRY ?= 10.96.0.11:5001
+KIND_CLUSTER ?= image-clone
+
+# Binaries that tests and the local cluster need are built once and cached by version outside the clone,
+# so that a fresh clone (and CI) reuses them.
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/image-clone-controller
+export CACHE_DIR
+
+LOCALBIN ?= $(CURDIR)/bin
+export PATH := $(LOCALBIN):$(PATH)
+
+GO ?= go
+GINKGO_FLAGS ?=
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: build
+build: ## Build bin/image-clone-controller.
+	$(GO) build -trimpath -o $(LOCALBIN)/image-clone-controller ./cmd/image-clone-controller
+
+.PHONY: run
+run: ## Run the controller against the current kubeconfig (BACKUP_REGISTRY, ARGS="..." for more flags).
+	$(GO) run ./cmd/image-clone-controller --backup-registry=$(BACKUP_REGISTRY) $(ARGS)
+
+.PHONY: generate
+generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers.
+	$(CONTROLLER_GEN) rbac:roleName=image-clone-controller paths="./internal/..." output:rbac:artifacts:config=config/rbac
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: verify-fmt verify-tidy verify-generate vet lint ## Fail if formatting, go.mod, generated files or linters are not clean.
+
+.PHONY: verify-fmt
+verify-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+.PHONY: verify-tidy
+verify-tidy:
+	$(GO) mod tidy -diff
+
+.PHONY: verify-generate
+verify-generate: generate
+	@git diff --exit-code -- config/rbac || { echo "config/rbac is stale: run 'make generate'"; exit 1; }
+
+##@ Test
+
+.PHONY: test
+test: test-binaries ## Run unit, registry and envtest suites (installs what they need on first use).
+	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh envtest-dir)" \
+	REGISTRY_BINARY="$$(hack/test-binaries.sh registry)" \
+	$(GO) test ./... -race -count=1 $(GINKGO_FLAGS)
+
+.PHONY: test-e2e
+test-e2e: build ## Run the end-to-end suite on a fresh local cluster, then stop it (E2E_KEEP=1 keeps it running).
+	$(LOCAL_ENV) hack/local-down.sh
+	$(LOCAL_ENV) hack/local-up.sh
+	status=0; E2E_KUBECONFIG="$(LOCAL_DIR)/kubeconfig" $(GO) test -tags e2e ./test/e2e -count=1 -timeout 20m -v $(GINKGO_FLAGS) || status=$$?; \
+	if [ $$status -ne 0 ]; then echo "--- last lines of the controller log:"; tail -n 40 "$(LOCAL_DIR)/logs/controller.log" || true; fi; \
+	if [ -z "$(E2E_KEEP)" ]; then $(LOCAL_ENV) hack/local-down.sh; fi; \
+	exit $$status
+
+.PHONY: test-binaries
+test-binaries: ## Install kube-apiserver, etcd and the distribution registry into the cache.
+	hack/test-binaries.sh all
+
+.PHONY: fuzz
+fuzz: ## Fuzz backup naming (FUZZTIME=10m for a long run).
+	$(GO) test ./internal/imageref -run='^$$' -fuzz=FuzzBackupReference -fuzztime=$(or $(FUZZTIME),30s)
+
+##@ Local cluster (no Docker)
+
+# Environment of hack/local-*.sh; more tunables (LOCAL_NODES, ports, LOCAL_CONTROLLER_ARGS, ...) are
+# documented at the top of hack/local-up.sh and can be given as make variables too.
+LOCAL_DIR ?= $(CURDIR)/.local
+LOCAL_ENV = CACHE_DIR="$(CACHE_DIR)" GO="$(GO)" LOCAL_DIR="$(LOCAL_DIR)" CONTROLLER_BIN="$(LOCALBIN)/image-clone-controller"
+# Component whose log local-logs follows (controller, kube-apiserver, kwok, registry-backup, ...).
+LOCAL_LOG ?= controller
+
+.PHONY: local-up
+local-up: build ## Run a kwok cluster, two registries and the controller as local processes (.local/).
+	$(LOCAL_ENV) hack/local-up.sh
+
+.PHONY: local-down
+local-down: ## Stop everything local-up started and delete .local/.
+	$(LOCAL_ENV) hack/local-down.sh
+
+.PHONY: local-logs
+local-logs: ## Follow the local controller's log (LOCAL_LOG=kube-apiserver etc. for others).
+	@test -f $(LOCAL_DIR)/logs/$(LOCAL_LOG).log || { echo "no $(LOCAL_DIR)/logs/$(LOCAL_LOG).log: run 'make local-up'" >&2; exit 1; }
+	tail -n 200 -F $(LOCAL_DIR)/logs/$(LOCAL_LOG).log
+
+.PHONY: local-restart-controller
+local-restart-controller: build ## Rebuild and restart only the local controller.
+	$(LOCAL_ENV) hack/local-up.sh --restart-controller
+
+##@ Deployment (kind)
+
+# Environment of the hack/ scripts.
+KIND_ENV = KIND=$(KIND) KUSTOMIZE=$(KUSTOMIZE) KIND_CLUSTER=$(KIND_CLUSTER) IMG=$(IMG) BACKUP_REGISTRY=$(BACKUP_REGISTRY)
+
+.PHONY: kind-up
+kind-up: require-docker kind kustomize ## Create the kind cluster KIND_CLUSTER with an in-cluster backup registry.
+	$(KIND_ENV) hack/kind-up.sh
+
+.PHONY: kind-down
+kind-down: require-docker kind ## Delete the kind cluster KIND_CLUSTER.
+	$(KIND_ENV) hack/kind-down.sh
+
+.PHONY: deploy
+deploy: require-docker kustomize kind ## Build IMG, load it into kind and deploy it (BACKUP_REGISTRY=... to change the target).
+	$(KIND_ENV) hack/deploy.sh
+
+.PHONY: undeploy
+undeploy: require-docker kustomize kind ## Delete the deployed controller from the kind cluster.
+	$(KIND_ENV) hack/undeploy.sh
+
+.PHONY: up
+up: require-docker skaffold kind ## Build and deploy once with skaffold run (into the cluster of make kind-up).
+	SKAFFOLD_UPDATE_CHECK=false $(SKAFFOLD) run --kube-context=kind-$(KIND_CLUSTER)
+
+.PHONY: dev
+dev: require-docker skaffold kind ## Rebuild and redeploy on every change with skaffold dev (into the cluster of make kind-up).
+	SKAFFOLD_UPDATE_CHECK=false $(SKAFFOLD) dev --kube-context=kind-$(KIND_CLUSTER)
+
+# Fails before any tool is installed when there is no Docker engine; the scripts check again when run directly.
+.PHONY: require-docker
+require-docker:
+	@docker info >/dev/null 2>&1 || { \
+		echo "make $(or $(MAKECMDGOALS),$@) needs a running Docker engine (docker info failed)." >&2; \
+		echo "Without Docker, use 'make local-up' to run the controller against a local API server and registry instead." >&2; \
+		exit 1; \
+	}
+
+##@ Tools
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+KIND ?= $(LOCALBIN)/kind
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+SKAFFOLD ?= $(LOCALBIN)/skaffold
+SETUP_ENVTEST ?= $(LOCALBIN)/setup-envtest
+
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+KIND_VERSION ?= v0.33.0
+KUSTOMIZE_VERSION ?= v5.8.2
+SETUP_ENVTEST_VERSION ?= v0.25.1
+# Newest skaffold release whose checksum the Go checksum database serves through the module proxy.
+SKAFFOLD_VERSION ?= v2.16.1
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION) ## Install controller-gen into bin/.
+$(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION):
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION) ## Install golangci-lint into bin/.
+$(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION):
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: kind
+kind: $(KIND)-$(KIND_VERSION) ## Install kind into bin/.
+$(KIND)-$(KIND_VERSION):
+	$(call go-install-tool,$(KIND),sigs.k8s.io/kind,$(KIND_VERSION))
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)-$(KUSTOMIZE_VERSION) ## Install kustomize into bin/.
+$(KUSTOMIZE)-$(KUSTOMIZE_VERSION):
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: skaffold
+skaffold: $(SKAFFOLD)-$(SKAFFOLD_VERSION) ## Install skaffold into bin/.
+$(SKAFFOLD)-$(SKAFFOLD_VERSION):
+	$(call go-build-module-tool,$(SKAFFOLD),github.com/GoogleContainerTools/skaffold/v2,./cmd/skaffold,$(SKAFFOLD_VERSION),-X github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version.version=$(SKAFFOLD_VERSION),https://skaffold.dev/docs/install/)
+
+.PHONY: setup-envtest
+setup-envtest: $(SETUP_ENVTEST)-$(SETUP_ENVTEST_VERSION) ## Install setup-envtest into bin/.
+$(SETUP_ENVTEST)-$(SETUP_ENVTEST_VERSION):
+	$(call go-install-tool,$(SETUP_ENVTEST),sigs.k8s.io/controller-runtime/tools/setup-envtest,$(SETUP_ENVTEST_VERSION))
+
+# go-install-tool installs a Go tool at a pinned version into bin/ as <name>-<version> and links <name> to it,
+# so that bumping a version in this file reinstalls the tool.
+# $1 - target path, $2 - package, $3 - version
+define go-install-tool
+@[ -f "$(1)-$(3)" ] || { \
+	echo "Installing $(2)@$(3)"; \
+	mkdir -p $(LOCALBIN); \
+	GOBIN=$(LOCALBIN) $(GO) install $(2)@$(3); \
+	mv "$(LOCALBIN)/$$(basename "$(1)")" "$(1)-$(3)"; \
+}; ln -sf "$$(basename "$(1)")-$(3)" "$(1)"
+endef
+
+# go-build-module-tool builds a Go tool whose module cannot be `go install`ed (its go.mod has replace
+# directives) from the module source in the module cache, into bin/ as <name>-<version>, and links <name> to it.
+# $1 - target path, $2 - module, $3 - package in the module, $4 - version, $5 - extra ldflags, $6 - install docs
+define go-build-module-tool
+@[ -f "$(1)-$(4)" ] || { \
+	echo "Building $(2)/$(patsubst ./%,%,$(3))@$(4)"; \
+	mkdir -p $(LOCALBIN); \
+	json=$$(cd / && $(GO) mod download -json $(2)@$(4) 2>&1) || true; \
+	dir=$$(printf '%s\n' "$$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	[ -n "$$dir" ] || printf '%s\n' "$$json" | grep '"Error"' >&2 || true; \
+	if [ -z "$$dir" ] || ! ( cd "$$dir" && CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w $(5)" -o "$(1)-$(4)" $(3) ); then \
+		rm -f "$(1)-$(4)"; \
+		echo "Could not build $$(basename "$(1)") $(4) from the Go module proxy. Install it yourself ($(6))" >&2; \
+		echo "and link it into bin/: ln -sf \"\$$(command -v $$(basename "$(1)"))\" $(1)-$(4)" >&2; \
+		exit 1; \
+	fi; \
+}; ln -sf "$$(basename "$(1)")-$(4)" "$(1)"
+endef

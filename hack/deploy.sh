@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the controller image IMG, loads it into the kind cluster KIND_CLUSTER and deploys config/default
+# with that image and --backup-registry=BACKUP_REGISTRY. The manifests are rendered from a temporary copy
+# of config/, so the work tree stays untouched. Safe to run repeatedly; the controller is only rolled when
+# the image or the manifests changed.
+#
+# Env: KIND, KUSTOMIZE (paths to the binaries, set by the Makefile), KIND_CLUSTER (default image-clone),
+# IMG (default image-clone-controller:dev), BACKUP_REGISTRY (default 10.96.0.11:5001, the kind registry),
+# KUBECTL (default kubectl).
+set -euo pipefail
+
+if ! docker info >/dev/null 2>&1; then
+  echo "make deploy needs a running Docker engine (docker info failed) to build the image and run kind." >&2
+  echo "Without Docker, use 'make local-up' to run the controller against a local API server and registry instead." >&2
+  exit 1
+fi
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+KIND="${KIND:-kind}"
+KUSTOMIZE="${KUSTOMIZE:-kustomize}"
+KUBECTL="${KUBECTL:-kubectl}"
+KIND_CLUSTER="${KIND_CLUSTER:-image-clone}"
+IMG="${IMG:-image-clone-controller:dev}"
+BACKUP_REGISTRY="${BACKUP_REGISTRY:-10.96.0.11:5001}"
+
+# The flag value in config/manager/manager.yaml.
+DEFAULT_BACKUP_REGISTRY=10.96.0.11:5001
+CONTEXT="kind-${KIND_CLUSTER}"
+NAMESPACE=image-clone-system
+
+if ! "$KIND" get clusters 2>/dev/null | grep -xF "$KIND_CLUSTER" >/dev/null; then
+  echo "kind cluster ${KIND_CLUSTER} does not exist: run 'make kind-up' first." >&2
+  exit 1
+fi
+if [[ ! -f config/rbac/role.yaml ]]; then
+  echo "config/rbac/role.yaml is missing: run 'make generate' first." >&2
+  exit 1
+fi
+if [[ ! "$BACKUP_REGISTRY" =~ ^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$ ]]; then
+  echo "BACKUP_REGISTRY=${BACKUP_REGISTRY} is not of the form HOST[:PORT][/PATH]." >&2
+  exit 1
+fi
+
+docker build -t "$IMG" .
+"$KIND" load docker-image "$IMG" --name "$KIND_CLUSTER"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cp -R config "$tmp/"
+
+# Image and backup registry.
+(cd "$tmp/config/default" && "$KUSTOMIZE" edit set image "controller=${IMG}")
+if [[ "$BACKUP_REGISTRY" != "$DEFAULT_BACKUP_REGISTRY" ]]; then
+  manager="$tmp/config/manager/manager.yaml"
+  old="- --backup-registry=${DEFAULT_BACKUP_REGISTRY}"
+  content="$(<"$manager")"
+  if [[ "$content" != *"$old"* ]]; then
+    echo "config/manager/manager.yaml has no '${old}' argument to replace." >&2
+    exit 1
+  fi
+  printf '%s\n' "${content//"$old"/"- --backup-registry=${BACKUP_REGISTRY}"}" >"$manager"
+fi
+
+# A rebuilt image usually keeps its tag; recording the image ID in the pod template rolls the Deployment
+# exactly when the image content changed.
+image_id="$(docker image inspect --format '{{.Id}}' "$IMG")"
+(cd "$tmp/config/default" && "$KUSTOMIZE" edit add patch --kind Deployment --name image-clone-controller \
+  --patch "[{\"op\": \"add\", \"path\": \"/spec/template/metadata/annotations\", \"value\": {\"image-clone-controller/image-id\": \"${image_id}\"}}]")
+
+"$KUSTOMIZE" build "$tmp/config/default" >"$tmp/manifests.yaml"
+"$KUBECTL" --context "$CONTEXT" apply -f "$tmp/manifests.yaml"
+"$KUBECTL" --context "$CONTEXT" -n "$NAMESPACE" rollout status deployment/image-clone-controller --timeout=3m
+echo "Deployed ${IMG} (backup registry ${BACKUP_REGISTRY}) to kind cluster ${KIND_CLUSTER}."
