@@ -167,7 +167,15 @@ func eventsOf(obj client.Object) func() []string {
 		Expect(k8sClient.List(context.Background(), list, client.InNamespace(obj.GetNamespace()))).To(Succeed())
 		var out []string
 		for _, e := range list.Items {
-			if e.Regarding.Name == obj.GetName() {
+			if e.Regarding.Name != obj.GetName() {
+				continue
+			}
+			// A repeated event is one object with a series count; list it as often as it happened.
+			times := 1
+			if e.Series != nil {
+				times = max(1, int(e.Series.Count))
+			}
+			for range times {
 				out = append(out, fmt.Sprintf("%s %s: %s", e.Type, e.Reason, e.Note))
 			}
 		}

@@ -202,11 +202,14 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		return reconcile.Result{}, fmt.Errorf("backing up %s: will retry", strings.Join(transient, ", "))
 	}
 	if len(rewrites) > 0 {
-		if err := r.patch(ctx, obj, rewrites); err != nil {
+		patched, err := r.patch(ctx, obj, rewrites)
+		if err != nil {
 			return reconcile.Result{}, err
 		}
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s",
-			describeBackups(results))
+		if patched {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s",
+				describeBackups(results))
+		}
 	}
 	if len(permanent) > 0 {
 		// Retried with backoff: the image may be published, or access granted, later.
@@ -289,14 +292,17 @@ const patchAttempts = 3
 // a concurrent writer (the Deployment controller updating status, or a user editing the spec) makes it fail
 // with a conflict instead of being overwritten; the rewrite is then applied again to a fresh read, which keeps
 // the other writer's changes. Images the fresh read no longer has are simply not rewritten.
-func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]string) error {
+//
+// It reports whether this call patched the workload: a stale read of a workload that an earlier reconcile
+// already patched ends up with nothing to change.
+func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]string) (bool, error) {
 	log := ctrl.LoggerFrom(ctx)
 	current := obj
 	for attempt := 1; ; attempt++ {
 		patched := current.DeepCopyObject().(T)
 		changed := rewriteImages(&r.Kind.PodTemplate(patched).Spec, rewrites)
 		if len(changed) == 0 {
-			return nil // someone else already changed every image we would have rewritten
+			return false, nil // an earlier reconcile (or the user) already changed every image we would rewrite
 		}
 		err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{}),
 			client.FieldOwner(FieldOwner))
@@ -305,15 +311,15 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 			for _, image := range changed {
 				log.Info("Pointed workload at backup", "image", image, "backup", rewrites[image])
 			}
-			return nil
+			return true, nil
 		}
 		if !apierrors.IsConflict(err) || attempt == patchAttempts {
-			return fmt.Errorf("patching images: %w", err)
+			return false, fmt.Errorf("patching images: %w", err)
 		}
 		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt)
 		current = newObject[T]()
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
-			return fmt.Errorf("re-reading workload after a patch conflict: %w", err)
+			return false, fmt.Errorf("re-reading workload after a patch conflict: %w", err)
 		}
 	}
 }

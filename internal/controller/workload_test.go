@@ -53,6 +53,8 @@ var _ = Describe("backing up workload images", func() {
 				ContainSubstring(webImage+" → "+backupOf(webImage)),
 				ContainSubstring(sidecarDigest.String()),
 			)))
+			Expect(eventsOf(d)()).To(HaveExactElements(HavePrefix("Normal "+controller.ReasonImagesBackedUp)),
+				"one patch, one event")
 		})
 
 		It("leaves images that already live in the backup registry untouched", func() {
