@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -27,6 +29,9 @@ type Copier struct {
 	flights  singleflight.Group
 	slots    chan struct{}
 	verified *boundedSet
+	// unverified holds copies whose verification failed: their manifest may be in the backup without the
+	// content it references, so only a new push and verification can prove them complete.
+	unverified *boundedSet
 }
 
 // New returns a Copier configured by opts.
@@ -37,10 +42,11 @@ func New(opts Options) *Copier {
 		insecure[host] = true
 	}
 	return &Copier{
-		opts:     opts,
-		insecure: insecure,
-		slots:    make(chan struct{}, opts.MaxConcurrentCopies),
-		verified: newBoundedSet(opts.VerifiedCacheSize),
+		opts:       opts,
+		insecure:   insecure,
+		slots:      make(chan struct{}, opts.MaxConcurrentCopies),
+		verified:   newBoundedSet(opts.VerifiedCacheSize),
+		unverified: newBoundedSet(opts.VerifiedCacheSize),
 	}
 }
 
@@ -95,6 +101,10 @@ func (c *Copier) resolve(ctx context.Context, ref name.Reference) (v1.Hash, erro
 	if err == nil {
 		return desc.Digest, nil
 	}
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return v1.Hash{}, err // unreachable: GET would only wait through the same retries again
+	}
 	// HEAD responses carry no error body; GET tells the user what is actually wrong.
 	full, getErr := remote.Get(ref, c.remoteOptions(ctx, c.opts.Transport)...)
 	if getErr != nil {
@@ -108,16 +118,19 @@ func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src nam
 	defer cancel()
 	log := logr.FromContextOrDiscard(ctx).WithValues("image", orig.String(), "backup", dst.String(), "digest", src.DigestStr())
 	want, _ := v1.NewHash(src.DigestStr())
+	key := dst.String() + "@" + want.String()
 
-	present, err := c.holds(ctx, dst, want)
-	if err != nil {
-		copiesTotal.WithLabelValues(resultFailed).Inc()
-		return fmt.Errorf("checking backup %s: %w", dst, err)
-	}
-	if present {
-		log.V(1).Info("Backup already holds the image")
-		copiesTotal.WithLabelValues(resultPresent).Inc()
-		return nil
+	if !c.unverified.Has(key) {
+		present, err := c.holds(ctx, dst, want)
+		if err != nil {
+			copiesTotal.WithLabelValues(resultFailed).Inc()
+			return fmt.Errorf("checking backup %s: %w", dst, err)
+		}
+		if present {
+			log.V(1).Info("Backup already holds the image")
+			copiesTotal.WithLabelValues(resultPresent).Inc()
+			return nil
+		}
 	}
 
 	select {
@@ -150,8 +163,15 @@ func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src nam
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
 	if err := c.verify(ctx, dst, want); err != nil {
+		c.unverified.Add(key)
+		if isNotFound(err) {
+			// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
+			// missing source, this 404 is not permanent, so the error does not wrap it.
+			return fmt.Errorf("verifying copy of %s at %s: %v", orig, dst, err) //nolint:errorlint // see above
+		}
 		return fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err)
 	}
+	c.unverified.Remove(key)
 	copyDuration.Observe(time.Since(start).Seconds())
 	copiesTotal.WithLabelValues(resultCopied).Inc()
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
@@ -273,6 +293,14 @@ func (s *boundedSet) Add(key string) {
 	delete(s.keys, s.ring[s.next])
 	s.ring[s.next] = key
 	s.next = (s.next + 1) % len(s.ring)
+}
+
+// Remove forgets key. Its slot in the ring is freed only when the ring comes around to it, so a key removed and
+// added again may be forgotten early; that is fine for a cache.
+func (s *boundedSet) Remove(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, key)
 }
 
 // Reset forgets every key.

@@ -206,7 +206,9 @@ func countIgnored(items []appsv1.Deployment) int {
 // metric sums the samples of a metric from the controller's /metrics whose labels contain labelFilter.
 func metric(metricName, labelFilter string) float64 {
 	GinkgoHelper()
-	resp, err := http.Get(metricsURL) //nolint:noctx // test helper against a local endpoint
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, metricsURL, nil)
+	Expect(err).NotTo(HaveOccurred())
+	resp, err := http.DefaultClient.Do(req)
 	Expect(err).NotTo(HaveOccurred())
 	defer resp.Body.Close()
 	var sum float64

@@ -24,6 +24,16 @@ func RandomIndex(layers int, layerSize int64) (v1.ImageIndex, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A multi-platform image declares its platform in its config too, as built images do.
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = p.OS, p.Architecture
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			return nil, err
+		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 			Add:        img,
 			Descriptor: v1.Descriptor{Platform: &p},

@@ -1,0 +1,559 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+)
+
+var _ = Describe("copying an image", func() {
+	onEveryRegistryKind(func(r *registries) {
+		var copier *registry.Copier
+
+		BeforeEach(func() {
+			copier = registry.New(registry.Options{})
+		})
+
+		It("copies every platform of an index with an identical digest", func(ctx SpecContext) {
+			repo := uniqueRepo("multiarch")
+			want := r.pushIndex(repo + ":v1")
+			before := snapshotCopies()
+
+			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+			Expect(before.added("copied")).To(Equal(1.0))
+
+			idx, err := remote.Index(r.dst("backup/" + repo + ":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(idx.Digest()).To(Equal(want))
+			Expect(validate.Index(idx)).To(Succeed(), "every child manifest and blob is fetchable with its digest")
+
+			copied, err := idx.IndexManifest()
+			Expect(err).NotTo(HaveOccurred())
+			var platforms []string
+			for _, child := range copied.Manifests {
+				Expect(child.Platform).NotTo(BeNil())
+				platforms = append(platforms, child.Platform.String())
+			}
+			Expect(platforms).To(ConsistOf("linux/amd64", "linux/arm64"))
+
+			source, err := remote.Index(r.src(repo + ":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			original, err := source.IndexManifest()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(copied.Manifests).To(Equal(original.Manifests))
+			Expect(blobsOf(r.dst("backup/" + repo + ":v1"))).To(Equal(blobsOf(r.src(repo + ":v1"))))
+		})
+
+		It("copies a single-platform image", func(ctx SpecContext) {
+			repo := uniqueRepo("single")
+			want := r.pushImage(repo + ":v1")
+
+			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+
+			img, err := remote.Image(r.dst("backup/" + repo + ":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(img.Digest()).To(Equal(want))
+			Expect(img.MediaType()).To(Equal(types.DockerManifestSchema2))
+			Expect(validate.Image(img)).To(Succeed())
+			Expect(blobsOf(r.dst("backup/" + repo + ":v1"))).To(Equal(blobsOf(r.src(repo + ":v1"))))
+		})
+
+		It("copies exactly the pinned manifest of a digest reference, even after the tag moved", func(ctx SpecContext) {
+			repo := uniqueRepo("pinned")
+			pinned := r.pushIndex(repo + ":v1")
+			moved := r.pushIndex(repo + ":v1")
+			Expect(moved).NotTo(Equal(pinned))
+			Expect(headDigest(r.src(repo + ":v1"))).To(Equal(moved))
+
+			got, err := copier.Copy(withLogger(ctx), r.src(repo+"@"+pinned.String()), r.dst("backup/"+repo+":pinned"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(pinned))
+			Expect(headDigest(r.dst("backup/" + repo + ":pinned"))).To(Equal(pinned))
+			idx, err := remote.Index(r.dst("backup/" + repo + ":pinned"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(validate.Index(idx)).To(Succeed())
+		})
+
+		It("follows a moved source tag and moves the backup tag with it", func(ctx SpecContext) {
+			repo := uniqueRepo("moving")
+			first := r.pushIndex(repo + ":latest")
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), r.dst("backup/"+repo+":latest"))).To(Equal(first))
+
+			second := r.pushIndex(repo + ":latest")
+			before := snapshotCopies()
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), r.dst("backup/"+repo+":latest"))).To(Equal(second))
+			Expect(before.added("copied")).To(Equal(1.0))
+			Expect(headDigest(r.dst("backup/" + repo + ":latest"))).To(Equal(second))
+		})
+
+		Context("when the backup registry already holds the digest", func() {
+			DescribeTable("moves no blob and reports the copy as present",
+				func(ctx SpecContext, again func(*registry.Copier) *registry.Copier) {
+					repo := uniqueRepo("present")
+					want := r.pushIndex(repo + ":v1")
+					Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+
+					second := again(copier)
+					r.resetRequests()
+					before := snapshotCopies()
+					got, err := second.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+					Expect(err).NotTo(HaveOccurred())
+					Expect(got).To(Equal(want))
+
+					Expect(r.upstream.BlobRequests()).To(BeZero(), "blob requests to the source: %v", r.upstream.Requests())
+					Expect(r.backup.BlobRequests()).To(BeZero(), "blob requests to the backup: %v", r.backup.Requests())
+					Expect(requestsWith(r.backup, http.MethodPut, "/manifests/")).To(BeZero(), "manifests written to the backup")
+					Expect(before.added("present")).To(Equal(1.0))
+					Expect(before.added("copied")).To(BeZero())
+				},
+				Entry("with a freshly started copier", func(*registry.Copier) *registry.Copier {
+					return registry.New(registry.Options{})
+				}),
+				Entry("with the same copier after ForgetVerified", func(c *registry.Copier) *registry.Copier {
+					c.ForgetVerified()
+					return c
+				}),
+			)
+		})
+
+		It("answers a repeated copy from its verified cache without asking the backup registry", func(ctx SpecContext) {
+			repo := uniqueRepo("cached")
+			want := r.pushIndex(repo + ":v1")
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+
+			r.resetRequests()
+			before := snapshotCopies()
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(r.backup.Requests()).To(BeEmpty())
+			Expect(r.upstream.BlobRequests()).To(BeZero())
+			Expect(before.added("cached")).To(Equal(1.0))
+			Expect(before.added("present") + before.added("copied")).To(BeZero())
+
+			By("copying a digest-pinned source without asking either registry")
+			pinned := r.src(repo + "@" + want.String())
+			Expect(copier.Copy(withLogger(ctx), pinned, r.dst("backup/"+repo+":pinned"))).To(Equal(want))
+			r.resetRequests()
+			Expect(copier.Copy(withLogger(ctx), pinned, r.dst("backup/"+repo+":pinned"))).To(Equal(want))
+			Expect(r.upstream.Requests()).To(BeEmpty())
+			Expect(r.backup.Requests()).To(BeEmpty())
+		})
+
+		It("forgets the oldest verified copy once its cache is full", func(ctx SpecContext) {
+			copier = registry.New(registry.Options{VerifiedCacheSize: 1})
+			repoA, repoB := uniqueRepo("evict-a"), uniqueRepo("evict-b")
+			a, b := r.pushImage(repoA+":v1"), r.pushImage(repoB+":v1")
+			Expect(copier.Copy(withLogger(ctx), r.src(repoA+":v1"), r.dst("backup/"+repoA+":v1"))).To(Equal(a))
+			Expect(copier.Copy(withLogger(ctx), r.src(repoB+":v1"), r.dst("backup/"+repoB+":v1"))).To(Equal(b))
+
+			before := snapshotCopies()
+			Expect(copier.Copy(withLogger(ctx), r.src(repoB+":v1"), r.dst("backup/"+repoB+":v1"))).To(Equal(b))
+			Expect(before.added("cached")).To(Equal(1.0), "the newest copy is remembered")
+			Expect(copier.Copy(withLogger(ctx), r.src(repoA+":v1"), r.dst("backup/"+repoA+":v1"))).To(Equal(a))
+			Expect(before.added("present")).To(Equal(1.0), "the oldest copy was forgotten and checked again")
+		})
+
+		It("uploads every blob once when the same copy is requested concurrently", func(ctx SpecContext) {
+			const callers = 5
+			repo := uniqueRepo("concurrent")
+			want := r.pushIndex(repo + ":v1")
+			blobs := blobsOf(r.src(repo + ":v1"))
+			Expect(blobs).To(HaveLen(6), "two images of a config and two layers each")
+			r.resetRequests()
+			before := snapshotCopies()
+
+			results := make([]v1.Hash, callers)
+			errs := make([]error, callers)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer GinkgoRecover()
+					defer wg.Done()
+					<-start
+					results[i], errs[i] = copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+				}()
+			}
+			close(start)
+			wg.Wait()
+
+			for i := range callers {
+				Expect(errs[i]).NotTo(HaveOccurred())
+				Expect(results[i]).To(Equal(want))
+			}
+			Expect(uploadsStarted(r.backup)).To(Equal(len(blobs)), "one upload per blob")
+			Expect(r.backup.UploadedBytes()).To(Equal(totalSize(blobs)))
+			Expect(before.added("copied")).To(Equal(1.0), "one transfer")
+			Expect(before.added("failed")).To(BeZero())
+		})
+
+		It("finishes a shared transfer when the caller that started it gives up", func(ctx SpecContext) {
+			repo := uniqueRepo("abandoned")
+			want := r.pushIndex(repo + ":v1")
+			blobs := blobsOf(r.src(repo + ":v1"))
+			r.resetRequests()
+
+			gate := newUploadGate(r.backup.Host)
+			copier = registry.New(registry.Options{Transport: gate})
+			type result struct {
+				digest v1.Hash
+				err    error
+			}
+			copyInBackground := func(ctx context.Context) chan result {
+				done := make(chan result, 1)
+				go func() {
+					defer GinkgoRecover()
+					d, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+					done <- result{d, err}
+				}()
+				return done
+			}
+
+			first, giveUp := context.WithCancel(ctx)
+			defer giveUp()
+			firstDone := copyInBackground(first)
+			Eventually(gate.held).Should(BeClosed(), "the first upload reached the backup registry")
+			secondDone := copyInBackground(ctx)
+
+			giveUp()
+			var res result
+			Eventually(firstDone).Should(Receive(&res))
+			Expect(res.err).To(MatchError(context.Canceled))
+
+			gate.open()
+			Eventually(secondDone).Should(Receive(&res))
+			Expect(res.err).NotTo(HaveOccurred())
+			Expect(res.digest).To(Equal(want))
+			Expect(headDigest(r.dst("backup/" + repo + ":v1"))).To(Equal(want))
+			Expect(uploadsStarted(r.backup)).To(Equal(len(blobs)), "one upload per blob")
+		})
+
+		It("counts the blob bytes it uploads", func(ctx SpecContext) {
+			repo := uniqueRepo("bytes")
+			want := r.pushIndex(repo + ":v1")
+			size := totalSize(blobsOf(r.src(repo + ":v1")))
+			Expect(size).To(BeNumerically(">", 4*testLayerSize))
+			r.resetRequests()
+			bytesBefore, durationsBefore := copiedBytes(), copyDurations()
+
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copiedBytes() - bytesBefore).To(Equal(float64(size)))
+			Expect(r.backup.UploadedBytes()).To(Equal(size))
+			Expect(copyDurations() - durationsBefore).To(Equal(uint64(1)))
+
+			By("counting nothing for a copy the backup already holds")
+			bytesBefore = copiedBytes()
+			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copiedBytes()).To(Equal(bytesBefore))
+		})
+
+		It("never reports a copy whose blobs did not reach the backup as done", func(ctx SpecContext) {
+			repo := uniqueRepo("lost-blobs")
+			want := r.pushIndex(repo + ":v1")
+			dst := r.dst("backup/" + repo + ":v1")
+			sink := &blobSink{host: r.backup.Host}
+			sink.losing.Store(true)
+			copier = registry.New(registry.Options{Transport: sink})
+			before := snapshotCopies()
+
+			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(dst.String()))
+			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.Explain(err)).NotTo(ContainSubstring("does not exist"), "the source image exists")
+			Expect(before.added("failed")).To(Equal(1.0))
+			Expect(before.added("copied")).To(BeZero())
+
+			sink.losing.Store(false)
+			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			if r.checksReferences {
+				By("copying everything on the next attempt, as the registry refused the incomplete manifests")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(got).To(Equal(want))
+				idx, err := remote.Index(dst)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(validate.Index(idx)).To(Succeed(), "every blob is in the backup")
+			} else {
+				By("not taking the incomplete manifest that the registry kept for a complete copy on the next attempt")
+				Expect(err).To(MatchError(ContainSubstring("missing from backup")))
+				Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+				Expect(before.added("present")).To(BeZero())
+			}
+		})
+
+		DescribeTable("reports a missing source as permanent, naming the image",
+			func(ctx SpecContext, source func(repo string) string) {
+				repo := uniqueRepo("missing")
+				r.pushImage(repo + ":v1")
+				src := r.src(source(repo))
+				before := snapshotCopies()
+
+				_, err := copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v2"))
+				Expect(err).To(HaveOccurred())
+				Expect(err.Error()).To(ContainSubstring(src.String()))
+				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(before.added("failed")).To(Equal(1.0))
+				Expect(r.backup.Requests()).NotTo(ContainElement(HaveField("Method", http.MethodPut)), "nothing was written")
+			},
+			Entry("a missing tag", func(repo string) string { return repo + ":v2" }),
+			Entry("a missing repository", func(repo string) string { return repo + "-gone:v1" }),
+			Entry("a missing digest", func(repo string) string {
+				return repo + "@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+			}),
+		)
+	})
+
+	// The counting proxy answers for an unavailable registry, so the registry behind it does not matter here.
+	Context("when a registry is unavailable", func() {
+		r := &registries{}
+		var copier *registry.Copier
+
+		BeforeEach(func() {
+			*r = registryKinds[0].start()
+			copier = registry.New(registry.Options{})
+		})
+
+		It("reports an unavailable backup registry as retryable and copies once it is back", func(ctx SpecContext) {
+			repo := uniqueRepo("backup-down")
+			want := r.pushIndex(repo + ":v1")
+			dst := r.dst("backup/" + repo + ":v1")
+			before := snapshotCopies()
+
+			r.backup.SetDown(true)
+			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(dst.String()))
+			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(before.added("failed")).To(Equal(1.0))
+
+			r.backup.SetDown(false)
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)).To(Equal(want))
+			Expect(headDigest(dst)).To(Equal(want))
+		})
+
+		It("reports an unavailable source registry as retryable", func(ctx SpecContext) {
+			repo := uniqueRepo("source-down")
+			want := r.pushImage(repo + ":v1")
+			src := r.src(repo + ":v1")
+
+			r.upstream.SetDown(true)
+			_, err := copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v1"))
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(src.String()))
+			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+
+			r.upstream.SetDown(false)
+			Expect(copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v1"))).To(Equal(want))
+		})
+	})
+
+	It("reports an unreachable backup registry as retryable", func(ctx SpecContext) {
+		upstream := registrytest.NewInProcess()
+		DeferCleanup(upstream.Close)
+		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
+		Expect(err).NotTo(HaveOccurred())
+		dst := mustTag(closedAddress() + "/backup/app:v1")
+
+		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), dst)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(dst.String()))
+		Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+	})
+})
+
+var _ = Describe("pulling through a source mirror", func() {
+	onEveryRegistryKind(func(r *registries) {
+		mirrored := func(flag string) *registry.Copier {
+			GinkgoHelper()
+			from, mirror, err := registry.ParseMirror(flag)
+			Expect(err).NotTo(HaveOccurred())
+			return registry.New(registry.Options{Mirrors: map[string]registry.Mirror{from: mirror}})
+		}
+
+		It("pulls a Docker Hub image from the root of the mirror", func(ctx SpecContext) {
+			want := r.pushIndex("library/nginx:1.23")
+			copier := registry.New(registry.Options{Mirrors: map[string]registry.Mirror{
+				"index.docker.io": {Registry: r.upstream.Host},
+			}})
+			r.resetRequests()
+
+			got, err := copier.Copy(withLogger(ctx), mustRef("index.docker.io/library/nginx:1.23"), r.dst("index_docker_io/library/nginx:1.23"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+			Expect(headDigest(r.dst("index_docker_io/library/nginx:1.23"))).To(Equal(want))
+			Expect(r.upstream.Requests()).To(ContainElement(HaveField("Path", "/v2/library/nginx/manifests/1.23")))
+		})
+
+		It("applies a mirror given for docker.io to short Docker Hub names", func(ctx SpecContext) {
+			repo := uniqueRepo("library/short")
+			want := r.pushImage(repo + ":v1")
+			copier := mirrored("docker.io=" + r.upstream.Host)
+
+			short := mustRef(repo[len("library/"):] + ":v1")
+			Expect(copier.Copy(withLogger(ctx), short, r.dst("index_docker_io/"+repo+":v1"))).To(Equal(want))
+		})
+
+		It("pulls from below the path prefix of the mirror", func(ctx SpecContext) {
+			want := r.pushIndex("ghcr/a/b:v")
+			copier := registry.New(registry.Options{Mirrors: map[string]registry.Mirror{
+				"ghcr.io": {Registry: r.upstream.Host, Prefix: "ghcr"},
+			}})
+			r.resetRequests()
+
+			got, err := copier.Copy(withLogger(ctx), mustRef("ghcr.io/a/b:v"), r.dst("ghcr_io/a/b:v"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(got).To(Equal(want))
+			Expect(headDigest(r.dst("ghcr_io/a/b:v"))).To(Equal(want))
+			Expect(r.upstream.Requests()).To(ContainElement(HaveField("Path", "/v2/ghcr/a/b/manifests/v")))
+		})
+
+		It("pulls a digest-pinned image from the mirror by digest", func(ctx SpecContext) {
+			repo := uniqueRepo("pinned")
+			want := r.pushImage("cache/ghcr/team/" + repo + ":v1")
+			r.pushImage("cache/ghcr/team/" + repo + ":v1") // the tag moves on; the digest must still be copied
+			copier := mirrored("ghcr.io=" + r.upstream.Host + "/cache/ghcr")
+			r.resetRequests()
+
+			src := mustRef("ghcr.io/team/" + repo + "@" + want.String())
+			Expect(copier.Copy(withLogger(ctx), src, r.dst("ghcr_io/team/"+repo+":pinned"))).To(Equal(want))
+			Expect(headDigest(r.dst("ghcr_io/team/" + repo + ":pinned"))).To(Equal(want))
+			Expect(r.upstream.Requests()).To(ContainElement(HaveField("Path", "/v2/cache/ghcr/team/"+repo+"/manifests/"+want.String())))
+		})
+
+		DescribeTable("names the mirror when the image is missing there",
+			func(ctx SpecContext, source string) {
+				copier := mirrored("docker.io=" + r.upstream.Host)
+				src := mustRef(source)
+
+				_, err := copier.Copy(withLogger(ctx), src, r.dst("index_docker_io/library/absent:v1"))
+				Expect(err).To(HaveOccurred())
+				Expect(err.Error()).To(ContainSubstring(src.String()))
+				Expect(err.Error()).To(ContainSubstring("via mirror " + r.upstream.Host + "/library/absent"))
+				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+			},
+			Entry("by tag", "index.docker.io/library/absent:v1"),
+			Entry("by digest", "index.docker.io/library/absent@sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+		)
+
+		It("pulls registries without a mirror directly", func(ctx SpecContext) {
+			repo := uniqueRepo("direct")
+			want := r.pushImage(repo + ":v1")
+			copier := mirrored("ghcr.io=" + closedAddress())
+
+			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+		})
+	})
+})
+
+var _ = Describe("copy metrics", func() {
+	It("are registered with the controller-runtime metrics registry", func(ctx SpecContext) {
+		upstream, backup := registrytest.NewInProcess(), registrytest.NewInProcess()
+		DeferCleanup(upstream.Close)
+		DeferCleanup(backup.Close)
+		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
+		Expect(err).NotTo(HaveOccurred())
+		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), mustTag(backup.Host+"/app:v1"))
+		Expect(err).NotTo(HaveOccurred())
+
+		for _, name := range []string{"image_clone_copies_total", "image_clone_copy_duration_seconds", "image_clone_copied_bytes_total"} {
+			Expect(metricFamily(name)).NotTo(BeNil(), name)
+		}
+	})
+})
+
+// closedAddress returns 127.0.0.1:PORT where nothing listens.
+func closedAddress() string {
+	GinkgoHelper()
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	addr := l.Addr().String()
+	Expect(l.Close()).To(Succeed())
+	return addr
+}
+
+// uploadGate holds blob uploads to one host until it is opened, so a spec can act while a copy is in flight.
+type uploadGate struct {
+	host     string
+	held     chan struct{} // closed once the first upload is held
+	released chan struct{}
+	heldOnce sync.Once
+	openOnce sync.Once
+}
+
+func newUploadGate(host string) *uploadGate {
+	g := &uploadGate{host: host, held: make(chan struct{}), released: make(chan struct{})}
+	DeferCleanup(g.open)
+	return g
+}
+
+func (g *uploadGate) open() { g.openOnce.Do(func() { close(g.released) }) }
+
+func (g *uploadGate) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == g.host && req.Method == http.MethodPatch {
+		g.heldOnce.Do(func() { close(g.held) })
+		select {
+		case <-g.released:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return remote.DefaultTransport.RoundTrip(req)
+}
+
+// blobSink swallows blob uploads to one host while losing is set, answering as if they were stored, like a
+// registry that loses data.
+type blobSink struct {
+	host   string
+	losing atomic.Bool
+}
+
+func (s *blobSink) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !s.losing.Load() || req.URL.Host != s.host || !strings.Contains(req.URL.Path, "/blobs/uploads/") {
+		return remote.DefaultTransport.RoundTrip(req)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+		_ = req.Body.Close()
+	}
+	resp := &http.Response{
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req,
+	}
+	switch req.Method {
+	case http.MethodPost:
+		resp.StatusCode = http.StatusAccepted
+		resp.Header.Set("Location", strings.TrimSuffix(req.URL.Path, "/")+"/lost")
+	case http.MethodPatch:
+		resp.StatusCode = http.StatusAccepted
+		resp.Header.Set("Location", req.URL.Path)
+	default:
+		resp.StatusCode = http.StatusCreated
+		resp.Header.Set("Docker-Content-Digest", req.URL.Query().Get("digest"))
+	}
+	resp.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	return resp, nil
+}
+
+var (
+	_ http.RoundTripper = (*uploadGate)(nil)
+	_ http.RoundTripper = (*blobSink)(nil)
+)
