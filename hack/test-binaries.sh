@@ -20,6 +20,7 @@ go=${GO:-go}
 kube_version=v1.37.2
 etcd_version=v3.6.16
 registry_version=v3.1.2
+setup_envtest_version=v0.25.1
 kwok_version=v0.8.0
 envtest_timeout=${ENVTEST_DOWNLOAD_TIMEOUT:-30}
 
@@ -86,7 +87,12 @@ envtest_dir() {
 		echo "$dir"
 		return
 	fi
-	local setup=${SETUP_ENVTEST:-$root/bin/setup-envtest}
+	local setup=${SETUP_ENVTEST:-$cache/setup-envtest-$setup_envtest_version/setup-envtest}
+	if [ ! -x "$setup" ]; then
+		log "installing setup-envtest $setup_envtest_version (go install)..."
+		GOBIN="$(dirname "$setup")" "$go" install "sigs.k8s.io/controller-runtime/tools/setup-envtest@$setup_envtest_version" ||
+			log "could not install setup-envtest"
+	fi
 	if [ -x "$setup" ]; then
 		log "trying setup-envtest for official ${kube_version#v} binaries (${envtest_timeout}s limit)..."
 		local official
