@@ -9,20 +9,8 @@
 # KUBECTL (default kubectl).
 set -euo pipefail
 
-if ! docker info >/dev/null 2>&1; then
-  echo "make deploy needs a running Docker engine (docker info failed) to build the image and run kind." >&2
-  echo "Without Docker, use 'make local-up' to run the controller against a local API server and registry instead." >&2
-  exit 1
-fi
-
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-KIND="${KIND:-kind}"
-KUSTOMIZE="${KUSTOMIZE:-kustomize}"
-KUBECTL="${KUBECTL:-kubectl}"
-KIND_CLUSTER="${KIND_CLUSTER:-image-clone}"
-IMG="${IMG:-image-clone-controller:dev}"
-BACKUP_REGISTRY="${BACKUP_REGISTRY:-10.96.0.11:5001}"
+# shellcheck source=hack/kind-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kind-lib.sh" deploy
 
 # The flag value in config/manager/manager.yaml.
 DEFAULT_BACKUP_REGISTRY=10.96.0.11:5001

@@ -4,14 +4,8 @@
 # Env: KIND (path to the binary, set by the Makefile), KIND_CLUSTER (default image-clone).
 set -euo pipefail
 
-if ! docker info >/dev/null 2>&1; then
-  echo "make kind-down needs a running Docker engine (docker info failed)." >&2
-  echo "Without Docker there is no kind cluster to delete; 'make local-up' environments are not managed here." >&2
-  exit 1
-fi
-
-KIND="${KIND:-kind}"
-KIND_CLUSTER="${KIND_CLUSTER:-image-clone}"
+# shellcheck source=hack/kind-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kind-lib.sh" kind-down
 
 if "$KIND" get clusters 2>/dev/null | grep -xF "$KIND_CLUSTER" >/dev/null; then
   "$KIND" delete cluster --name "$KIND_CLUSTER"

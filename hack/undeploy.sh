@@ -6,18 +6,8 @@
 # KUBECTL (default kubectl).
 set -euo pipefail
 
-if ! docker info >/dev/null 2>&1; then
-  echo "make undeploy needs a running Docker engine (docker info failed) to reach the kind cluster." >&2
-  echo "Without Docker, use 'make local-up' to run the controller against a local API server and registry instead." >&2
-  exit 1
-fi
-
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-KIND="${KIND:-kind}"
-KUSTOMIZE="${KUSTOMIZE:-kustomize}"
-KUBECTL="${KUBECTL:-kubectl}"
-KIND_CLUSTER="${KIND_CLUSTER:-image-clone}"
+# shellcheck source=hack/kind-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kind-lib.sh" undeploy
 
 if ! "$KIND" get clusters 2>/dev/null | grep -xF "$KIND_CLUSTER" >/dev/null; then
   echo "kind cluster ${KIND_CLUSTER} does not exist: nothing to undeploy."

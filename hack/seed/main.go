@@ -17,13 +17,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
 // defaultImages are the repositories the local cluster's examples use, as the upstream mirror stores them:
@@ -37,7 +34,6 @@ var defaultImages = []string{
 	"ghcr/timebertt/speedtest-exporter:v0.1.0",
 }
 
-var platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
 
 func main() {
 	if !run() {
@@ -106,7 +102,7 @@ func seed(ctx context.Context, ref string, layers int, layerSize int64) (string,
 		return "", fmt.Errorf("checking whether it exists: %w", err)
 	}
 
-	idx, err := randomIndex(layers, layerSize)
+	idx, err := registrytest.RandomIndex(layers, layerSize)
 	if err != nil {
 		return "", err
 	}
@@ -118,29 +114,4 @@ func seed(ctx context.Context, ref string, layers int, layerSize int64) (string,
 		return "", err
 	}
 	return "pushed " + digest.String(), nil
-}
-
-// randomIndex builds a manifest list with one random image per platform whose config names that platform.
-func randomIndex(layers int, layerSize int64) (v1.ImageIndex, error) {
-	idx := mutate.IndexMediaType(empty.Index, types.DockerManifestList)
-	for _, p := range platforms {
-		img, err := random.Image(layerSize, int64(layers))
-		if err != nil {
-			return nil, err
-		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return nil, err
-		}
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = p.OS, p.Architecture
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
-			return nil, err
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
-			Descriptor: v1.Descriptor{Platform: &p},
-		})
-	}
-	return idx, nil
 }
