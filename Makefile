@@ -162,6 +162,7 @@ require-docker:
 ##@ Tools
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+CRANE ?= $(LOCALBIN)/crane
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 KIND ?= $(LOCALBIN)/kind
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
@@ -169,6 +170,8 @@ SKAFFOLD ?= $(LOCALBIN)/skaffold
 SETUP_ENVTEST ?= $(LOCALBIN)/setup-envtest
 
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+# The peer make bench compares the copy engine with; the same go-containerregistry release as go.mod.
+CRANE_VERSION ?= v0.22.1
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KIND_VERSION ?= v0.33.0
 KUSTOMIZE_VERSION ?= v5.8.2
@@ -180,6 +183,11 @@ SKAFFOLD_VERSION ?= v2.16.1
 controller-gen: $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION) ## Install controller-gen into bin/.
 $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION):
 	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: crane
+crane: $(CRANE)-$(CRANE_VERSION) ## Install crane into bin/.
+$(CRANE)-$(CRANE_VERSION):
+	$(call go-install-tool,$(CRANE),github.com/google/go-containerregistry/cmd/crane,$(CRANE_VERSION))
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION) ## Install golangci-lint into bin/.

@@ -20,6 +20,8 @@
 #   LOCAL_ETCD_PEER_PORT=2380              etcd peers
 #   LOCAL_BACKUP_REGISTRY_PORT=5001        backup registry (the controller's --backup-registry)
 #   LOCAL_UPSTREAM_REGISTRY_PORT=5002      upstream registry (the controller's --source-mirror target)
+#   LOCAL_BACKUP_REGISTRY_DEBUG_PORT=5011  backup registry's debug server: Prometheus metrics of the requests
+#                                          it serves (registry_http_requests_total, ...) on /metrics
 #   LOCAL_METRICS_PORT=8080                controller metrics
 #   LOCAL_PROBE_PORT=8081                  controller /healthz and /readyz
 #   LOCAL_CONTROLLER_ARGS=                 more controller flags, e.g. "--zap-log-level=debug"
@@ -211,11 +213,20 @@ start_etcd() {
 		--unsafe-no-fsync --log-level=warn
 }
 
-# start_registry NAME PORTVAR
+# start_registry NAME PORTVAR [DEBUGPORTVAR]: with DEBUGPORTVAR, the registry also serves its debug server with
+# Prometheus metrics (/metrics) on that port.
 start_registry() {
-	local name=$1 var=$2 dir=$LOCAL_DIR/registry/$1
+	local name=$1 var=$2 debug_var=${3:-} dir=$LOCAL_DIR/registry/$1 debug=
 	running "registry-$name" && return
 	mkdir -p "$dir/data"
+	if [ -n "$debug_var" ]; then
+		debug="
+  debug:
+    addr: 127.0.0.1:${!debug_var}
+    prometheus:
+      enabled: true
+      path: /metrics"
+	fi
 	cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -228,10 +239,11 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:${!var}
-  secret: $(openssl rand -hex 16)
+  secret: $(openssl rand -hex 16)${debug}
 EOF
 	# The registry exports OpenTelemetry data to localhost:4318 unless told not to.
-	start "registry-$name" "$var" -- env OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
+	# shellcheck disable=SC2086 # debug_var is empty or one variable name
+	start "registry-$name" "$var" $debug_var -- env OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
 		"$registry_bin" serve "$dir/config.yml"
 }
 
@@ -387,7 +399,7 @@ Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API s
 
   export KUBECONFIG=$LOCAL_DIR/kubeconfig
 
-  backup registry     127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT   (--backup-registry)
+  backup registry     127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT   (--backup-registry; request metrics: http://127.0.0.1:$LOCAL_BACKUP_REGISTRY_DEBUG_PORT/metrics)
   upstream registry   127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT   (mirrors index.docker.io, and ghcr.io under /ghcr)
   controller          metrics http://127.0.0.1:$LOCAL_METRICS_PORT/metrics, probes http://127.0.0.1:$LOCAL_PROBE_PORT/readyz
                       as system:serviceaccount:$controller_namespace:$controller_sa (impersonated)
@@ -441,7 +453,7 @@ write_kubeconfig "$LOCAL_DIR/controller.kubeconfig" admin \
 kwok_stages
 
 start_etcd
-start_registry backup LOCAL_BACKUP_REGISTRY_PORT
+start_registry backup LOCAL_BACKUP_REGISTRY_PORT LOCAL_BACKUP_REGISTRY_DEBUG_PORT
 start_registry upstream LOCAL_UPSTREAM_REGISTRY_PORT
 wait_for etcd "etcd" curl -fsS "http://127.0.0.1:$LOCAL_ETCD_PORT/health"
 start_apiserver

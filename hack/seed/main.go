@@ -34,7 +34,6 @@ var defaultImages = []string{
 	"ghcr/timebertt/speedtest-exporter:v0.1.0",
 }
 
-
 func main() {
 	if !run() {
 		os.Exit(1)
