@@ -27,13 +27,16 @@ type Options struct {
 	Transport http.RoundTripper
 	// MaxConcurrentCopies bounds how many images are copied at the same time (default 4).
 	MaxConcurrentCopies int
-	// LayerJobs bounds how many blobs of one image are copied at the same time (default 4).
+	// LayerJobs bounds how many blobs of one image are copied at the same time (default DefaultLayerJobs).
 	LayerJobs int
 	// CopyTimeout bounds one image copy, including verification (default 30m).
 	CopyTimeout time.Duration
 	// VerifiedCacheSize bounds how many verified copies are remembered (default 10000).
 	VerifiedCacheSize int
 }
+
+// DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.
+const DefaultLayerJobs = 4
 
 // Mirror is a location that serves a registry's repositories: HOST[:PORT] plus an optional path prefix.
 type Mirror struct {
@@ -74,11 +77,12 @@ func (o *Options) defaults() {
 	if o.Transport == nil {
 		o.Transport = remote.DefaultTransport
 	}
+	o.Transport = retryAfterTransport{next: o.Transport}
 	if o.MaxConcurrentCopies <= 0 {
 		o.MaxConcurrentCopies = 4
 	}
 	if o.LayerJobs <= 0 {
-		o.LayerJobs = 4
+		o.LayerJobs = DefaultLayerJobs
 	}
 	if o.CopyTimeout <= 0 {
 		o.CopyTimeout = 30 * time.Minute
