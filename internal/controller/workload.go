@@ -354,8 +354,7 @@ func (r *Reconciler[T]) workloadsInNamespace(ctx context.Context, ns client.Obje
 	return requests
 }
 
-// describeBackups renders "source → backup (digest)" for every image that was backed up, in the Event note's
-// size limit.
+// describeBackups renders "source → backup (digest)" for every image that was backed up.
 func describeBackups(results []backupResult) string {
 	var parts []string
 	for _, res := range results {
@@ -363,24 +362,29 @@ func describeBackups(results []backupResult) string {
 			parts = append(parts, fmt.Sprintf("%s → %s (%s)", res.image, res.mapping.PodImage(), res.digest))
 		}
 	}
-	note := "Backed up " + strings.Join(parts, "; ")
-	const maxNote = 1024 // events.k8s.io/v1 limit
-	if len(note) > maxNote {
-		cut := maxNote - len("...")
-		for cut > 0 && !utf8.RuneStart(note[cut]) {
-			cut--
-		}
-		note = note[:cut] + "..."
-	}
-	return note
+	return eventNote("Backed up " + strings.Join(parts, "; "))
 }
 
 // describeFailure tells the user which image failed, in plain words where possible, and the registry's error.
 func describeFailure(res backupResult) string {
 	if hint := registry.Explain(res.err); hint != "" {
-		return fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err)
+		return eventNote(fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err))
 	}
-	return fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err)
+	return eventNote(fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err))
+}
+
+// eventNote cuts a note to the events.k8s.io/v1 limit; the apiserver rejects longer notes, and the event
+// would be lost.
+func eventNote(note string) string {
+	const maxNote = 1024
+	if len(note) <= maxNote {
+		return note
+	}
+	cut := maxNote - len("...")
+	for cut > 0 && !utf8.RuneStart(note[cut]) {
+		cut--
+	}
+	return note[:cut] + "..."
 }
 
 // newObject returns an empty object of the kind, e.g. &appsv1.Deployment{} for T = *appsv1.Deployment.

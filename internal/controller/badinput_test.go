@@ -1,0 +1,62 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+)
+
+var _ = Describe("bad input", func() {
+	ctx := context.Background()
+
+	It("reports invalid and absurdly long references and still backs up the valid images", func() {
+		good := unique("good-neighbour") + ":1"
+		pushUpstream("library/" + good)
+		tooLong := "registry.example.com/" + strings.Repeat("a", 300) + ":1"
+		badDigest := "nginx@sha256:abc"
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "app", []string{badDigest}, []string{good, tooLong})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+
+		Eventually(templateImages(d)).Should(Equal([]string{badDigest, backupOf(good), tooLong}))
+		Eventually(eventsOf(d)).Should(ContainElements(
+			And(HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring(badDigest)),
+			And(HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring(tooLong[:40])),
+		))
+	})
+
+	It("handles a pod template with a thousand containers in one patch", func() {
+		images := make([]string, 0, 1000)
+		distinct := make([]string, 0, 20)
+		for i := range 20 {
+			image := unique(fmt.Sprintf("many-%02d", i)) + ":1"
+			pushUpstream("library/" + image)
+			distinct = append(distinct, image)
+		}
+		for i := range 1000 {
+			images = append(images, distinct[i%len(distinct)])
+		}
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "crowded", nil, images)
+		// Containers need distinct names; the apiserver checks.
+		for i := range d.Spec.Template.Spec.Containers {
+			d.Spec.Template.Spec.Containers[i].Name = fmt.Sprintf("c-%04d", i)
+		}
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+
+		want := make([]string, len(images))
+		for i, image := range images {
+			want[i] = backupOf(image)
+		}
+		Eventually(templateImages(d)).Should(Equal(want))
+		Expect(d.Generation).To(BeEquivalentTo(2), "every image in one patch")
+		var containers []corev1.Container = d.Spec.Template.Spec.Containers
+		Expect(containers).To(HaveLen(1000))
+	})
+})
