@@ -38,7 +38,7 @@ var _ = Describe("controller crashes", Ordered, func() {
 		drip = faultproxy.New(upstreamHost)
 		DeferCleanup(drip.Close)
 		stopLocalController()
-		DeferCleanup(restoreLocalController)
+		DeferCleanup(restoreLocalCluster)
 	})
 
 	// slowImage pushes a two-platform image whose copy through the drip proxy takes several seconds.
@@ -159,8 +159,8 @@ func stopProcess(cmd *exec.Cmd) {
 	}
 }
 
-// stopLocalController stops the controller that `make local-up` started; restoreLocalController starts it
-// again (local-up starts only what is not running).
+// stopLocalController stops the controller that `make local-up` started; restoreLocalCluster starts every
+// component that is not running (local-up leaves running ones alone).
 func stopLocalController() {
 	GinkgoHelper()
 	b, err := os.ReadFile(filepath.Join(localDir(), "pids", "controller.pid"))
@@ -173,7 +173,7 @@ func stopLocalController() {
 	Eventually(func() error { return proc.Signal(syscall.Signal(0)) }, "30s").Should(HaveOccurred())
 }
 
-func restoreLocalController() {
+func restoreLocalCluster() {
 	GinkgoHelper()
 	cmd := exec.CommandContext(context.Background(), "hack/local-up.sh")
 	cmd.Dir = root
@@ -207,3 +207,23 @@ func isNotFound(err error) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
 }
+
+var _ = Describe("an API server restart", func() {
+	It("is ridden out: workloads created afterwards are still backed up", func() {
+		ctx := context.Background()
+		b, err := os.ReadFile(filepath.Join(localDir(), "pids", "kube-apiserver.pid"))
+		Expect(err).NotTo(HaveOccurred())
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		Expect(err).NotTo(HaveOccurred())
+		proc, err := os.FindProcess(pid)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(proc.Signal(syscall.SIGKILL)).To(Succeed())
+		Eventually(func() error { return proc.Signal(syscall.Signal(0)) }, "30s").Should(HaveOccurred())
+
+		restoreLocalCluster()
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "after-restart", nil, []string{"nginx:1.23"})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+		Eventually(templateImages(d)).Should(Equal([]string{backupHost + "/index_docker_io/library/nginx:1.23"}))
+	})
+})
