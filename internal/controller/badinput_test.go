@@ -7,7 +7,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 )
@@ -56,7 +55,6 @@ var _ = Describe("bad input", func() {
 		}
 		Eventually(templateImages(d)).Should(Equal(want))
 		Expect(d.Generation).To(BeEquivalentTo(2), "every image in one patch")
-		var containers []corev1.Container = d.Spec.Template.Spec.Containers
-		Expect(containers).To(HaveLen(1000))
+		Expect(d.Spec.Template.Spec.Containers).To(HaveLen(1000))
 	})
 })

@@ -33,7 +33,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 	var workloads []client.Object
 
 	BeforeAll(func() {
-		ns = newNamespace(nil)
+		ns = newNamespace()
 	})
 
 	It("rolls Deployments and a DaemonSet out on their backup images", func() {

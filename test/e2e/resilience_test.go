@@ -62,7 +62,7 @@ var _ = Describe("controller crashes", Ordered, func() {
 		drip.Set(faultproxy.Fault{Name: "slow upstream", Match: faultproxy.BlobGets, Drip: 100 * time.Millisecond})
 		first := startController("crash-1", drip.Host)
 		image, backupImage, repo := slowImage()
-		ns := newNamespace(nil)
+		ns := newNamespace()
 		d := newDeployment(ns, "app", nil, []string{image})
 		Expect(k8sClient.Create(ctx, d)).To(Succeed())
 
@@ -92,7 +92,7 @@ var _ = Describe("controller crashes", Ordered, func() {
 		DeferCleanup(func() { stopProcess(standby) })
 
 		image, backupImage, repo := slowImage()
-		ns := newNamespace(nil)
+		ns := newNamespace()
 		d := newDeployment(ns, "app", nil, []string{image})
 		Expect(k8sClient.Create(ctx, d)).To(Succeed())
 		Eventually(copyInFlight(repo)).Should(Succeed())
@@ -221,7 +221,7 @@ var _ = Describe("an API server restart", func() {
 		Eventually(func() error { return proc.Signal(syscall.Signal(0)) }, "30s").Should(HaveOccurred())
 
 		restoreLocalCluster()
-		ns := newNamespace(nil)
+		ns := newNamespace()
 		d := newDeployment(ns, "after-restart", nil, []string{"nginx:1.23"})
 		Expect(k8sClient.Create(ctx, d)).To(Succeed())
 		Eventually(templateImages(d)).Should(Equal([]string{backupHost + "/index_docker_io/library/nginx:1.23"}))
