@@ -16,6 +16,8 @@ export PATH := $(LOCALBIN):$(PATH)
 
 GO ?= go
 GINKGO_FLAGS ?=
+# Extra flags of make bench, e.g. BENCH_ARGS="-rows copy,noop -iterations 5" (go run ./test/bench -h lists them).
+BENCH_ARGS ?=
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -90,6 +92,11 @@ test-e2e: build ## Run the end-to-end suite on a fresh local cluster, then stop 
 .PHONY: test-binaries
 test-binaries: ## Install kube-apiserver, etcd and the distribution registry into the cache.
 	hack/test-binaries.sh all
+
+.PHONY: bench
+bench: crane ## Measure the copy engine against crane, skopeo and a raw GET->PUT floor (BENCH_SMOKE=1: tiny and quick).
+	GO="$(GO)" REGISTRY_BINARY="$$(hack/test-binaries.sh registry)" \
+	$(GO) run ./test/bench $(if $(BENCH_SMOKE),-smoke) -crane "$(CRANE)" -out bench-results.json $(BENCH_ARGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz backup naming (FUZZTIME=10m for a long run).

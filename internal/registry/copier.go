@@ -22,16 +22,23 @@ const userAgent = "image-clone-controller"
 
 // Copier copies whole images (every platform of an index) into the backup registry, byte for byte, so that
 // digests are unchanged. Concurrent requests for the same copy share one transfer, and verified copies are
-// remembered so that later requests cost no blob traffic.
+// remembered so that later requests cost no blob traffic. Blobs that another repository of the backup
+// registry holds are mounted from there instead of uploaded (see blobHolders).
 type Copier struct {
 	opts     Options
 	insecure map[string]bool
-	flights  singleflight.Group
-	slots    chan struct{}
-	verified *boundedSet
+	// base is opts.Transport with retries and the user agent, for the transports of sessions.
+	base    http.RoundTripper
+	flights singleflight.Group
+	slots   chan struct{}
+	// verified maps backup tags to the digest this process last verified there.
+	verified *boundedMap
 	// unverified holds copies whose verification failed: their manifest may be in the backup without the
 	// content it references, so only a new push and verification can prove them complete.
 	unverified *boundedSet
+	holders    *blobHolders
+	// tokenRegistries holds the registries that refused an anonymous request (see session.head).
+	tokenRegistries sync.Map
 }
 
 // New returns a Copier configured by opts.
@@ -44,9 +51,11 @@ func New(opts Options) *Copier {
 	return &Copier{
 		opts:       opts,
 		insecure:   insecure,
+		base:       wrapTransport(opts.Transport),
 		slots:      make(chan struct{}, opts.MaxConcurrentCopies),
-		verified:   newBoundedSet(opts.VerifiedCacheSize),
+		verified:   newBoundedMap(opts.VerifiedCacheSize),
 		unverified: newBoundedSet(opts.VerifiedCacheSize),
+		holders:    newBlobHolders(opts.MountCacheSize),
 	}
 }
 
@@ -62,15 +71,30 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1
 	if err != nil {
 		return v1.Hash{}, err
 	}
+	s := c.newSession()
 
-	digest, err := c.resolve(ctx, pull)
+	// A tag this process has not verified at dst needs both the source's digest and the backup's: both are
+	// asked at the same time. Otherwise the backup is only asked if the remembered digest is outdated.
+	var backup *backupState
+	_, pinned := pull.(name.Digest)
+	if _, known := c.verified.Get(dst.String()); !pinned && !known {
+		backup = &backupState{done: make(chan struct{})}
+		go func() {
+			defer close(backup.done)
+			backup.digest, backup.err = c.backupDigest(ctx, s, dst)
+		}()
+	}
+	digest, err := c.resolve(ctx, s, pull)
+	if backup != nil {
+		<-backup.done
+	}
 	if err != nil {
 		copiesTotal.WithLabelValues(resultFailed).Inc()
 		return v1.Hash{}, fmt.Errorf("resolving %s: %w", describePull(src, pull), err)
 	}
 
 	key := dst.String() + "@" + digest.String()
-	if c.verified.Has(key) {
+	if d, ok := c.verified.Get(dst.String()); ok && d == digest.String() {
 		copiesTotal.WithLabelValues(resultCached).Inc()
 		return digest, nil
 	}
@@ -78,7 +102,7 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1
 	// The copy runs detached from the caller so that a cancelled reconcile does not abort a transfer that
 	// other reconciles are waiting for; CopyTimeout bounds it instead.
 	flight := c.flights.DoChan(key, func() (any, error) {
-		return nil, c.copyAndVerify(context.WithoutCancel(ctx), src, pull.Context().Digest(digest.String()), dst)
+		return nil, c.copyAndVerify(context.WithoutCancel(ctx), s, src, pull.Context().Digest(digest.String()), dst, backup)
 	})
 	select {
 	case <-ctx.Done():
@@ -88,16 +112,24 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1
 			return v1.Hash{}, res.Err
 		}
 	}
-	c.verified.Add(key)
+	c.verified.Put(dst.String(), digest.String())
 	return digest, nil
 }
 
+// backupState is what the backup tag resolved to when it was asked before the copy started: its digest, the
+// zero digest if the tag does not exist, or the error of asking.
+type backupState struct {
+	done   chan struct{}
+	digest v1.Hash
+	err    error
+}
+
 // resolve returns the digest a reference points to; digest references need no request.
-func (c *Copier) resolve(ctx context.Context, ref name.Reference) (v1.Hash, error) {
+func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference) (v1.Hash, error) {
 	if d, ok := ref.(name.Digest); ok {
 		return v1.NewHash(d.DigestStr())
 	}
-	desc, err := remote.Head(ref, c.remoteOptions(ctx, c.opts.Transport)...)
+	desc, err := s.head(ctx, ref)
 	if err == nil {
 		return desc.Digest, nil
 	}
@@ -106,14 +138,18 @@ func (c *Copier) resolve(ctx context.Context, ref name.Reference) (v1.Hash, erro
 		return v1.Hash{}, err // unreachable: GET would only wait through the same retries again
 	}
 	// HEAD responses carry no error body; GET tells the user what is actually wrong.
-	full, getErr := remote.Get(ref, c.remoteOptions(ctx, c.opts.Transport)...)
+	tr, err := s.reader(ctx, ref.Context())
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	full, getErr := remote.Get(ref, c.readOptions(ctx, tr)...)
 	if getErr != nil {
 		return v1.Hash{}, getErr
 	}
 	return full.Digest, nil
 }
 
-func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src name.Digest, dst name.Tag) (err error) {
+func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag, backup *backupState) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
 	defer cancel()
 	log := logr.FromContextOrDiscard(ctx).WithValues("image", orig.String(), "backup", dst.String(), "digest", src.DigestStr())
@@ -121,7 +157,7 @@ func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src nam
 	key := dst.String() + "@" + want.String()
 
 	if !c.unverified.Has(key) {
-		present, err := c.holds(ctx, dst, want)
+		present, err := c.holds(ctx, s, dst, want, backup)
 		if err != nil {
 			copiesTotal.WithLabelValues(resultFailed).Inc()
 			return fmt.Errorf("checking backup %s: %w", dst, err)
@@ -147,22 +183,21 @@ func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src nam
 		}
 	}()
 
-	desc, err := remote.Get(src, c.remoteOptions(ctx, c.opts.Transport)...)
+	// Verification reads the backup with a transport of its own, whose handshake runs during the transfer.
+	go func() { _, _ = s.reader(ctx, dst.Context()) }()
+	image, err := c.source(ctx, s, orig, src, dst)
 	if err != nil {
-		return fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+		return err
 	}
-	if !desc.MediaType.IsIndex() && !desc.MediaType.IsImage() {
-		return Permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
-	}
-
 	counter := &uploadCounter{next: c.opts.Transport}
 	log.V(1).Info("Copying image")
-	if err := remote.Push(dst, desc, c.remoteOptions(ctx, counter)...); err != nil {
+	if err := remote.Push(dst, image, c.remoteOptions(ctx, counter)...); err != nil {
 		return fmt.Errorf("copying %s to %s: %w", orig, dst, err)
 	}
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
-	if err := c.verify(ctx, dst, want); err != nil {
+	blobs, err := c.verify(ctx, s, dst, want)
+	if err != nil {
 		c.unverified.Add(key)
 		if isNotFound(err) {
 			// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
@@ -172,25 +207,80 @@ func (c *Copier) copyAndVerify(ctx context.Context, orig name.Reference, src nam
 		return fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err)
 	}
 	c.unverified.Remove(key)
+	c.holders.add(dst.Context(), blobs...)
 	copyDuration.Observe(time.Since(start).Seconds())
 	copiesTotal.WithLabelValues(resultCopied).Inc()
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 
-// holds reports whether dst already resolves to digest. A registry only accepts a manifest once everything it
-// references is present, so a matching digest means the copy is complete and no blob needs to be touched.
-func (c *Copier) holds(ctx context.Context, dst name.Tag, digest v1.Hash) (bool, error) {
-	desc, err := remote.Head(dst, c.remoteOptions(ctx, c.opts.Transport)...)
+// source fetches the manifest of src and returns the image or index to push: the source's manifests, with
+// blobs that stream from the source registry (or mount from a backup repository that holds them).
+func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) (remote.Taggable, error) {
+	tr, err := s.reader(ctx, src.Context())
 	if err != nil {
-		if isNotFound(err) {
-			return false, nil
-		}
-		return false, err
+		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
 	}
-	return desc.Digest == digest, nil
+	desc, err := remote.Get(src, c.readOptions(ctx, tr)...)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+	}
+	blobs := &blobSource{
+		ctx:     ctx,
+		repo:    src.Context(),
+		client:  &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+		dst:     dst.Context(),
+		holders: c.holders,
+		slots:   make(chan struct{}, c.opts.LayerJobs),
+	}
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return nil, err
+		}
+		return &copyIndex{src: idx, blobs: blobs}, nil
+	case desc.MediaType.IsImage():
+		img, err := desc.Image()
+		if err != nil {
+			return nil, err
+		}
+		return &copyImage{Image: img, blobs: blobs}, nil
+	default:
+		return nil, Permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
+	}
 }
 
+// holds reports whether dst already resolves to digest. A registry only accepts a manifest once everything it
+// references is present, so a matching digest means the copy is complete and no blob needs to be touched.
+// backup, if set, is the answer of the backup registry asked before the copy started.
+func (c *Copier) holds(ctx context.Context, s *session, dst name.Tag, digest v1.Hash, backup *backupState) (bool, error) {
+	var got v1.Hash
+	var err error
+	if backup != nil {
+		got, err = backup.digest, backup.err
+	} else {
+		got, err = c.backupDigest(ctx, s, dst)
+	}
+	if err != nil {
+		return false, err
+	}
+	return got == digest, nil
+}
+
+// backupDigest returns the digest dst resolves to, or the zero digest if it does not exist.
+func (c *Copier) backupDigest(ctx context.Context, s *session, dst name.Tag) (v1.Hash, error) {
+	desc, err := s.head(ctx, dst)
+	if err != nil {
+		if isNotFound(err) {
+			return v1.Hash{}, nil
+		}
+		return v1.Hash{}, err
+	}
+	return desc.Digest, nil
+}
+
+// remoteOptions are the options of writes, for which go-containerregistry negotiates access itself.
 func (c *Copier) remoteOptions(ctx context.Context, tr http.RoundTripper) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
@@ -199,6 +289,11 @@ func (c *Copier) remoteOptions(ctx context.Context, tr http.RoundTripper) []remo
 		remote.WithJobs(c.opts.LayerJobs),
 		remote.WithUserAgent(userAgent),
 	}
+}
+
+// readOptions are the options of reads through a session's transport tr, which already carries access.
+func (c *Copier) readOptions(ctx context.Context, tr http.RoundTripper) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr), remote.WithJobs(c.opts.LayerJobs)}
 }
 
 // pullReference returns where src is actually pulled from: its mirror if one is configured for its registry.
@@ -312,6 +407,56 @@ func (s *boundedSet) Reset() {
 	s.next = 0
 }
 
-// ForgetVerified drops every remembered copy, so the next request checks the backup registry again as a
-// freshly started process would.
-func (c *Copier) ForgetVerified() { c.verified.Reset() }
+// ForgetVerified drops every remembered copy and what is known about which backup repositories hold which
+// blobs, so the next request checks the backup registry again as a freshly started process would.
+func (c *Copier) ForgetVerified() {
+	c.verified.Reset()
+	c.holders.reset()
+}
+
+// boundedMap maps up to max keys to values, forgetting the oldest key first.
+type boundedMap struct {
+	mu     sync.Mutex
+	values map[string]string
+	ring   []string // insertion order; next is the slot of the oldest key once the ring is full
+	next   int
+}
+
+func newBoundedMap(maxKeys int) *boundedMap {
+	return &boundedMap{values: map[string]string{}, ring: make([]string, 0, maxKeys)}
+}
+
+// Get returns the value of key, if it was put and not yet forgotten.
+func (m *boundedMap) Get(key string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.values[key]
+	return v, ok
+}
+
+// Put sets the value of key.
+func (m *boundedMap) Put(key, value string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.values[key]; ok {
+		m.values[key] = value
+		return
+	}
+	m.values[key] = value
+	if len(m.ring) < cap(m.ring) {
+		m.ring = append(m.ring, key)
+		return
+	}
+	delete(m.values, m.ring[m.next])
+	m.ring[m.next] = key
+	m.next = (m.next + 1) % len(m.ring)
+}
+
+// Reset forgets every key.
+func (m *boundedMap) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.values = map[string]string{}
+	m.ring = m.ring[:0]
+	m.next = 0
+}

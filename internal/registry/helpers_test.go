@@ -31,6 +31,9 @@ type registries struct {
 	// checksReferences is set when the registry refuses a manifest that references content it lacks, as the
 	// distribution registry does; go-containerregistry's in-memory registry accepts any manifest.
 	checksReferences bool
+	// linksBlobs is set when the registry serves a blob only in the repositories it was uploaded or mounted to,
+	// as the distribution registry does; go-containerregistry's in-memory registry serves every blob everywhere.
+	linksBlobs bool
 }
 
 // registryKind is a registry implementation the copier is tested against.
@@ -52,7 +55,7 @@ var registryKinds = []registryKind{
 	{
 		name: "distribution registry",
 		start: func() registries {
-			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true}
+			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true}
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				reg.SetDown(false)
 				reg.ResetRequests()

@@ -33,6 +33,9 @@ type Options struct {
 	CopyTimeout time.Duration
 	// VerifiedCacheSize bounds how many verified copies are remembered (default 10000).
 	VerifiedCacheSize int
+	// MountCacheSize bounds how many blobs the copier remembers a backup repository for, to mount them into
+	// other repositories instead of uploading them again (default 10000, about 200 bytes each).
+	MountCacheSize int
 }
 
 // DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.
@@ -89,5 +92,8 @@ func (o *Options) defaults() {
 	}
 	if o.VerifiedCacheSize <= 0 {
 		o.VerifiedCacheSize = 10000
+	}
+	if o.MountCacheSize <= 0 {
+		o.MountCacheSize = 10000
 	}
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -16,25 +16,24 @@ import (
 
 // verify proves that dst is a complete copy with digest want: it reads every manifest back from the backup
 // registry (fetching by digest checks the bytes) and checks that every blob is present with the right size.
-func (c *Copier) verify(ctx context.Context, dst name.Tag, want v1.Hash) error {
-	desc, err := remote.Get(dst, c.remoteOptions(ctx, c.opts.Transport)...)
+// It returns the blobs it found.
+func (c *Copier) verify(ctx context.Context, s *session, dst name.Tag, want v1.Hash) ([]v1.Hash, error) {
+	tr, err := s.reader(ctx, dst.Context())
 	if err != nil {
-		return err
+		return nil, err
+	}
+	desc, err := remote.Get(dst, c.readOptions(ctx, tr)...)
+	if err != nil {
+		return nil, err
 	}
 	if desc.Digest != want {
-		return fmt.Errorf("backup tag resolves to %s, want %s", desc.Digest, want)
+		return nil, fmt.Errorf("backup tag resolves to %s, want %s", desc.Digest, want)
 	}
-	auth, err := authn.Resolve(ctx, c.opts.Keychain, dst.Context())
-	if err != nil {
-		return fmt.Errorf("resolving credentials for %s: %w", dst.RegistryStr(), err)
+	v := &verifier{copier: c, repo: dst.Context(), tr: tr, client: &http.Client{Transport: tr}}
+	if err := v.manifest(ctx, desc.Descriptor, desc.Manifest, 0); err != nil {
+		return nil, err
 	}
-	tr, err := transport.NewWithContext(ctx, dst.Context().Registry, auth, c.opts.Transport,
-		[]string{dst.Context().Scope(transport.PullScope)})
-	if err != nil {
-		return err
-	}
-	v := &verifier{copier: c, repo: dst.Context(), client: &http.Client{Transport: tr}}
-	return v.manifest(ctx, desc.Descriptor, desc.Manifest, 0)
+	return v.blobs, nil
 }
 
 // maxIndexDepth stops an index that (directly or indirectly) lists itself.
@@ -43,7 +42,11 @@ const maxIndexDepth = 8
 type verifier struct {
 	copier *Copier
 	repo   name.Repository
+	tr     http.RoundTripper
 	client *http.Client
+
+	mu    sync.Mutex
+	blobs []v1.Hash // blobs found present
 }
 
 func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte, depth int) error {
@@ -56,22 +59,23 @@ func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte,
 		if err != nil {
 			return fmt.Errorf("parsing index %s: %w", desc.Digest, err)
 		}
+		// The children are read back at the same time: each read is a round trip on the way to a finished copy.
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(v.copier.opts.LayerJobs)
 		for _, child := range idx.Manifests {
 			if !child.MediaType.IsIndex() && !child.MediaType.IsImage() {
-				if err := v.blob(ctx, child); err != nil {
-					return err
-				}
+				g.Go(func() error { return v.blob(gctx, child) })
 				continue
 			}
-			got, err := remote.Get(v.repo.Digest(child.Digest.String()), v.copier.remoteOptions(ctx, v.copier.opts.Transport)...)
-			if err != nil {
-				return fmt.Errorf("child manifest %s: %w", child.Digest, err)
-			}
-			if err := v.manifest(ctx, got.Descriptor, got.Manifest, depth+1); err != nil {
-				return err
-			}
+			g.Go(func() error {
+				got, err := remote.Get(v.repo.Digest(child.Digest.String()), v.copier.readOptions(gctx, v.tr)...)
+				if err != nil {
+					return fmt.Errorf("child manifest %s: %w", child.Digest, err)
+				}
+				return v.manifest(gctx, got.Descriptor, got.Manifest, depth+1)
+			})
 		}
-		return nil
+		return g.Wait()
 	case desc.MediaType.IsImage():
 		m, err := v1.ParseManifest(bytesReader(raw))
 		if err != nil {
@@ -113,5 +117,8 @@ func (v *verifier) blob(ctx context.Context, b v1.Descriptor) error {
 	if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
 		return fmt.Errorf("blob %s in backup has %d bytes, want %d", b.Digest, resp.ContentLength, b.Size)
 	}
+	v.mu.Lock()
+	v.blobs = append(v.blobs, b.Digest)
+	v.mu.Unlock()
 	return nil
 }

@@ -29,6 +29,9 @@ import (
 type Registry struct {
 	// Host is host:port of the proxy in front of the registry; use it in image references.
 	Host string
+	// Backend is host:port of the registry itself. Requests sent there bypass the proxy: they are neither
+	// counted nor subject to SetDown, and cost no extra hop (for timing measurements).
+	Backend string
 
 	proxy    *httptest.Server
 	backend  *httptest.Server // in-process registry, if any
@@ -45,8 +48,17 @@ type Registry struct {
 type Request struct {
 	Method string
 	Path   string
+	// Query is the raw query, e.g. "mount=sha256:...&from=repo" of a cross-repository mount.
+	Query string
 	// Bytes is the request body size for uploads.
 	Bytes int64
+	// Status is the status code of the response.
+	Status int
+}
+
+// IsMount reports whether the request mounted a blob from another repository (POST ?mount= answered 201).
+func (r Request) IsMount() bool {
+	return r.Method == http.MethodPost && strings.Contains(r.Query, "mount=") && r.Status == http.StatusCreated
 }
 
 // IsBlob reports whether the request read or wrote blob content (HEAD existence checks excluded).
@@ -58,7 +70,7 @@ func (r Request) IsBlob() bool {
 func NewInProcess() *Registry {
 	backend := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(discardLogger())))
 	u, _ := url.Parse(backend.URL)
-	r := &Registry{backend: backend, upstream: u}
+	r := &Registry{backend: backend, upstream: u, Backend: u.Host}
 	r.startProxy()
 	return r
 }
@@ -98,7 +110,8 @@ http:
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
-	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}}
+	upstream := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
+	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: upstream, Backend: upstream.Host}
 	go func() {
 		_ = cmd.Wait()
 		_ = logFile.Close()
@@ -139,23 +152,35 @@ func (r *Registry) waitReady(timeout time.Duration) error {
 func (r *Registry) startProxy() {
 	rp := httputil.NewSingleHostReverseProxy(r.upstream)
 	rp.ErrorLog = discardLogger()
+	// Large copy buffers and enough idle connections for parallel blob transfers keep the extra hop cheap.
+	rp.BufferPool = proxyBuffers
+	rp.Transport = proxyTransport
 	r.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.down.Load() {
 			http.Error(w, "registry is down for this test", http.StatusServiceUnavailable)
 			return
 		}
-		rec := Request{Method: req.Method, Path: req.URL.Path}
+		rec := Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery}
 		var n atomic.Int64
 		if req.Body != nil {
 			req.Body = &countingBody{ReadCloser: req.Body, n: &n}
 		}
-		rp.ServeHTTP(w, req)
-		rec.Bytes = n.Load()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rp.ServeHTTP(sw, req)
+		rec.Bytes, rec.Status = n.Load(), sw.status
 		r.mu.Lock()
 		r.requests = append(r.requests, rec)
 		r.mu.Unlock()
 	}))
 	r.Host = strings.TrimPrefix(r.proxy.URL, "http://")
+}
+
+// PID returns the process ID of a distribution registry, or 0 for an in-process registry.
+func (r *Registry) PID() int {
+	if r.process == nil || r.process.Process == nil {
+		return 0
+	}
+	return r.process.Process.Pid
 }
 
 // SetDown makes the registry answer every request with 503 (true) or serve normally again (false).
@@ -180,11 +205,29 @@ func (r *Registry) BlobRequests() int {
 }
 
 // UploadedBytes sums the blob bytes uploaded.
-func (r *Registry) UploadedBytes() int64 {
+func (r *Registry) UploadedBytes() int64 { return r.UploadedBytesTo("") }
+
+// UploadedBytesTo sums the blob bytes uploaded to repository repo (all repositories if repo is "").
+func (r *Registry) UploadedBytesTo(repo string) int64 {
+	part := "/blobs/uploads/"
+	if repo != "" {
+		part = "/v2/" + repo + part
+	}
 	var n int64
 	for _, req := range r.Requests() {
-		if strings.Contains(req.Path, "/blobs/uploads/") {
+		if strings.Contains(req.Path, part) {
 			n += req.Bytes
+		}
+	}
+	return n
+}
+
+// Mounts counts the blobs mounted into repository repo from other repositories (all if repo is "").
+func (r *Registry) Mounts(repo string) int {
+	n := 0
+	for _, req := range r.Requests() {
+		if req.IsMount() && (repo == "" || strings.HasPrefix(req.Path, "/v2/"+repo+"/blobs/uploads/")) {
+			n++
 		}
 	}
 	return n
@@ -210,6 +253,38 @@ func (r *Registry) Close() {
 		<-r.exited
 	}
 }
+
+// statusWriter remembers the status code of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (the reverse proxy flushes through it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// proxyTransport carries the proxies' requests to the registries, keeping a connection per parallel transfer.
+var proxyTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	t.ReadBufferSize = 256 << 10
+	t.WriteBufferSize = 256 << 10
+	return t
+}()
+
+// proxyBuffers hands the proxies 256 KiB copy buffers instead of the 32 KiB default.
+var proxyBuffers = &bufferPool{pool: sync.Pool{New: func() any { return make([]byte, 256<<10) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte { return p.pool.Get().([]byte) }
+
+func (p *bufferPool) Put(b []byte) { p.pool.Put(b) } //nolint:staticcheck // a slice header allocation per copy is negligible
 
 type countingBody struct {
 	io.ReadCloser
