@@ -42,9 +42,11 @@ type flags struct {
 	insecureRegistries      repeated
 	registryConfig          string
 	copyTimeout             time.Duration
+	tagCacheTTL             time.Duration
 	leaderElect             bool
 	metricsAddr             string
 	probeAddr               string
+	pprofAddr               string
 }
 
 // repeated collects the values of a flag given several times (or comma-separated).
@@ -77,10 +79,14 @@ func main() {
 	flag.StringVar(&f.registryConfig, "registry-config", "",
 		"Docker config file with registry credentials, e.g. a mounted kubernetes.io/dockerconfigjson Secret. Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json if present.")
 	flag.DurationVar(&f.copyTimeout, "copy-timeout", 30*time.Minute, "Time limit for copying and verifying one image.")
+	flag.DurationVar(&f.tagCacheTTL, "tag-cache-ttl", time.Minute,
+		"How long the digest a tag was backed up at is reused for other workloads with the same image without asking the source registry again; 0 asks every time.")
 	flag.BoolVar(&f.leaderElect, "leader-elect", false,
 		"Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 disables them.")
+	flag.StringVar(&f.pprofAddr, "pprof-bind-address", "0",
+		"Address of Go's /debug/pprof profiling endpoints (e.g. 127.0.0.1:8082, for investigations); 0 disables them.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -134,13 +140,14 @@ func run(ctx context.Context, f flags) error {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress: f.probeAddr,
+		PprofBindAddress:       f.pprofAddr,
 		LeaderElection:         f.leaderElect,
 		LeaderElectionID:       "image-clone-controller.image-clone-controller.io",
 		// In a pod the namespace is detected; outside a cluster the lease lives in POD_NAMESPACE.
 		LeaderElectionNamespace:       ownNamespace,
 		LeaderElectionReleaseOnCancel: true, // safe: the process exits as soon as the manager stops
-		// Workloads are cached cluster-wide; managedFields are large and never read, so drop them.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Workloads are cached cluster-wide: keep only what the reconcilers read.
+		Cache: cache.Options{DefaultTransform: controller.TrimForCache()},
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -150,6 +157,7 @@ func run(ctx context.Context, f flags) error {
 		IgnoredNamespaces:       ignored,
 		MaxConcurrentReconciles: f.maxConcurrentReconciles,
 		MaxConcurrentImages:     f.maxConcurrentCopies,
+		TagCacheTTL:             f.tagCacheTTL,
 	}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}

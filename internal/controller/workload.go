@@ -4,6 +4,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -68,22 +69,26 @@ type Kind[T client.Object] struct {
 	Name string
 	// PodTemplate returns the object's pod template, which the reconciler rewrites in place.
 	PodTemplate func(T) *corev1.PodTemplateSpec
+	// TemplatePath is the JSON pointer of the pod template in the object, e.g. "/spec/template".
+	TemplatePath string
 	// NewList returns an empty list of the kind, used to find the workloads of a namespace.
 	NewList func() client.ObjectList
 }
 
 // Deployments is the Kind of apps/v1 Deployments.
 var Deployments = Kind[*appsv1.Deployment]{
-	Name:        "Deployment",
-	PodTemplate: func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template },
-	NewList:     func() client.ObjectList { return &appsv1.DeploymentList{} },
+	Name:         "Deployment",
+	PodTemplate:  func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	TemplatePath: "/spec/template",
+	NewList:      func() client.ObjectList { return &appsv1.DeploymentList{} },
 }
 
 // DaemonSets is the Kind of apps/v1 DaemonSets.
 var DaemonSets = Kind[*appsv1.DaemonSet]{
-	Name:        "DaemonSet",
-	PodTemplate: func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template },
-	NewList:     func() client.ObjectList { return &appsv1.DaemonSetList{} },
+	Name:         "DaemonSet",
+	PodTemplate:  func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	TemplatePath: "/spec/template",
+	NewList:      func() client.ObjectList { return &appsv1.DaemonSetList{} },
 }
 
 // Options configure the reconcilers; they are built from command-line flags.
@@ -96,6 +101,9 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// MaxConcurrentImages bounds how many images of one workload are resolved and copied at once.
 	MaxConcurrentImages int
+	// TagCacheTTL is how long the digest a tag was backed up at is reused for other workloads without asking
+	// the source registry again (see tagCache); 0 asks every time.
+	TagCacheTTL time.Duration
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
@@ -105,6 +113,10 @@ type Options struct {
 // SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
 func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
 	rec := mgr.GetEventRecorder("image-clone-controller")
+	if opts.TagCacheTTL > 0 {
+		// One cache for both kinds: a DaemonSet and a Deployment often share images.
+		copier = newTagCache(copier, opts.TagCacheTTL)
+	}
 	if err := (&Reconciler[*appsv1.Deployment]{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
 	}).SetupWithManager(mgr); err != nil {
@@ -180,6 +192,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 
 	rewrites := map[string]string{}
 	var transient, permanent, invalid []string
+	var failed []backupResult
 	for _, res := range results {
 		switch {
 		case res.err == nil:
@@ -193,9 +206,14 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		}
 		if res.err != nil {
 			log.Error(res.err, "Backing up image failed", "image", res.image)
-			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s",
-				describeFailure(res))
+			failed = append(failed, res)
 		}
+	}
+	if len(failed) > 0 {
+		// One Event for all the failed images: the events API folds Events of the same type, reason and action
+		// on the same object into one series that keeps the first note only, so one Event per image would show
+		// just one of them (whichever was sent first).
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s", describeFailures(failed))
 	}
 
 	if len(transient) > 0 {
@@ -288,10 +306,12 @@ func (r *Reconciler[T]) backUp(ctx context.Context, images []string) []backupRes
 // before the workload goes back to the queue.
 const patchAttempts = 3
 
-// patch rewrites the images in one merge patch. The patch carries the resourceVersion it was computed from, so
-// a concurrent writer (the Deployment controller updating status, or a user editing the spec) makes it fail
-// with a conflict instead of being overwritten; the rewrite is then applied again to a fresh read, which keeps
-// the other writer's changes. Images the fresh read no longer has are simply not rewritten.
+// patch rewrites the images in one JSON patch (RFC 6902) that replaces only the image fields, each guarded by
+// tests of the container's name and image as they were read. Writes by others to anything else — the
+// Deployment controller updating status right after a workload is created, a user editing env — neither make
+// it fail nor get overwritten. If a user changed one of those images (or reordered the containers) in the
+// meantime, a test fails and the rewrite is computed again from a fresh read; images the fresh read no longer
+// has are simply not rewritten.
 //
 // It reports whether this call patched the workload: a stale read of a workload that an earlier reconcile
 // already patched ends up with nothing to change.
@@ -299,13 +319,18 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 	log := ctrl.LoggerFrom(ctx)
 	current := obj
 	for attempt := 1; ; attempt++ {
-		patched := current.DeepCopyObject().(T)
-		changed := rewriteImages(&r.Kind.PodTemplate(patched).Spec, rewrites)
+		ops, changed := imagePatch(r.Kind.TemplatePath, &r.Kind.PodTemplate(current).Spec, rewrites)
 		if len(changed) == 0 {
 			return false, nil // an earlier reconcile (or the user) already changed every image we would rewrite
 		}
-		err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{}),
-			client.FieldOwner(FieldOwner))
+		body, err := json.Marshal(ops)
+		if err != nil {
+			return false, fmt.Errorf("encoding the image patch: %w", err)
+		}
+		target := newObject[T]()
+		target.SetNamespace(obj.GetNamespace())
+		target.SetName(obj.GetName())
+		err = r.Client.Patch(ctx, target, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
 		if err == nil {
 			workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
 			for _, image := range changed {
@@ -313,29 +338,50 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 			}
 			return true, nil
 		}
-		if !apierrors.IsConflict(err) || attempt == patchAttempts {
+		// A failed test comes back as 422 Invalid; a conflict is not expected without a resourceVersion in the
+		// patch, but means the same: the read was stale.
+		if !apierrors.IsInvalid(err) && !apierrors.IsConflict(err) || attempt == patchAttempts {
 			return false, fmt.Errorf("patching images: %w", err)
 		}
-		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt)
+		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt, "error", err.Error())
 		current = newObject[T]()
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
-			return false, fmt.Errorf("re-reading workload after a patch conflict: %w", err)
+			return false, fmt.Errorf("re-reading workload after a failed patch: %w", err)
 		}
 	}
 }
 
-// rewriteImages points every container whose image has a rewrite at its backup and returns the images changed.
-func rewriteImages(spec *corev1.PodSpec, rewrites map[string]string) []string {
+// jsonPatchOp is one operation of a JSON patch (RFC 6902).
+type jsonPatchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
+
+// imagePatch returns the JSON patch operations that point every container of spec (at templatePath in the
+// object) whose image has a rewrite at its backup, and the images changed. Each replacement is preceded by
+// tests of the container's name and current image.
+func imagePatch(templatePath string, spec *corev1.PodSpec, rewrites map[string]string) ([]jsonPatchOp, []string) {
+	var ops []jsonPatchOp
 	var changed []string
-	for _, containers := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
-		for i := range containers {
-			if backup, ok := rewrites[containers[i].Image]; ok {
-				changed = append(changed, containers[i].Image)
-				containers[i].Image = backup
+	for _, list := range []struct {
+		field      string
+		containers []corev1.Container
+	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}} {
+		for i, c := range list.containers {
+			backup, ok := rewrites[c.Image]
+			if !ok {
+				continue
 			}
+			path := fmt.Sprintf("%s/spec/%s/%d", templatePath, list.field, i)
+			ops = append(ops,
+				jsonPatchOp{Op: "test", Path: path + "/name", Value: c.Name},
+				jsonPatchOp{Op: "test", Path: path + "/image", Value: c.Image},
+				jsonPatchOp{Op: "replace", Path: path + "/image", Value: backup})
+			changed = append(changed, c.Image)
 		}
 	}
-	return changed
+	return ops, changed
 }
 
 // workloadsInNamespace enqueues every workload of the kind in a namespace whose annotations changed.
@@ -365,22 +411,46 @@ func describeBackups(results []backupResult) string {
 	return eventNote("Backed up " + strings.Join(parts, "; "))
 }
 
+// describeFailures tells the user which images failed, in plain words where possible, and the registry's
+// errors, within the Event note's size limit: when they do not all fit, each gets an equal share.
+func describeFailures(failed []backupResult) string {
+	const sep = "; "
+	notes := make([]string, len(failed))
+	length := len(sep) * (len(failed) - 1)
+	for i, res := range failed {
+		notes[i] = describeFailure(res)
+		length += len(notes[i])
+	}
+	if length > maxEventNote {
+		share := (maxEventNote - len(sep)*(len(failed)-1)) / len(failed)
+		for i := range notes {
+			notes[i] = cutNote(notes[i], share)
+		}
+	}
+	return eventNote(strings.Join(notes, sep))
+}
+
 // describeFailure tells the user which image failed, in plain words where possible, and the registry's error.
 func describeFailure(res backupResult) string {
 	if hint := registry.Explain(res.err); hint != "" {
-		return eventNote(fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err))
+		return fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err)
 	}
-	return eventNote(fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err))
+	return fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err)
 }
+
+// maxEventNote is the events.k8s.io/v1 limit of an Event's note.
+const maxEventNote = 1024
 
 // eventNote cuts a note to the events.k8s.io/v1 limit; the apiserver rejects longer notes, and the event
 // would be lost.
-func eventNote(note string) string {
-	const maxNote = 1024
-	if len(note) <= maxNote {
+func eventNote(note string) string { return cutNote(note, maxEventNote) }
+
+// cutNote cuts note to at most limit bytes, ending in "..." when cut, without splitting a UTF-8 sequence.
+func cutNote(note string, limit int) string {
+	if len(note) <= limit {
 		return note
 	}
-	cut := maxNote - len("...")
+	cut := max(0, limit-len("..."))
 	for cut > 0 && !utf8.RuneStart(note[cut]) {
 		cut--
 	}

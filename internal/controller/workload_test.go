@@ -207,6 +207,25 @@ var _ = Describe("backing up workload images", func() {
 			Expect(d.Spec.Template.Spec.Containers[0].Env).To(ConsistOf(corev1.EnvVar{Name: "EDITED", Value: "by-user"}))
 		})
 
+		It("never overwrites an image the user changed while the old one was copied", func() {
+			old, replacement := unique("old")+":1", unique("new")+":1"
+			pushUpstream("library/" + old)
+			pushUpstream("library/" + replacement)
+			release := gate.Hold(old)
+			ns := newNamespace(nil)
+			d := newDeployment(ns, "app", nil, []string{old})
+			Expect(k8sClient.Create(ctx, d)).To(Succeed())
+			Eventually(func() bool { return gate.Waiting(old) }).Should(BeTrue())
+
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d)).To(Succeed())
+			d.Spec.Template.Spec.Containers[0].Image = replacement
+			Expect(k8sClient.Update(ctx, d)).To(Succeed())
+			release()
+
+			Eventually(templateImages(d)).Should(Equal([]string{backupOf(replacement)}))
+			Expect(d.Generation).To(BeEquivalentTo(3), "the user's edit and one patch, none for the stale read")
+		})
+
 		It("copies an image shared by two workloads once", func() {
 			image := unique("popular") + ":1"
 			pushUpstream("library/" + image)

@@ -1,0 +1,28 @@
+package controller
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDescribeFailures(t *testing.T) {
+	long := "registry.example.com/" + strings.Repeat("a", 2000) + ":1"
+	note := describeFailures([]backupResult{
+		{image: "nginx@sha256:abc", err: errors.New("invalid checksum digest length")},
+		{image: long, err: errors.New("repository must be between 1 and 255 characters in length: " + long)},
+	})
+	if len(note) > maxEventNote {
+		t.Fatalf("note has %d bytes, more than the limit of %d", len(note), maxEventNote)
+	}
+	for _, want := range []string{"Cannot back up image nginx@sha256:abc: invalid checksum digest length; ", "Cannot back up image " + long[:100]} {
+		if !strings.Contains(note, want) {
+			t.Errorf("note %q does not contain %q", note, want)
+		}
+	}
+
+	short := describeFailures([]backupResult{{image: "a:1", err: errors.New("x")}, {image: "b:1", err: errors.New("y")}})
+	if want := "Cannot back up image a:1: x; Cannot back up image b:1: y"; short != want {
+		t.Errorf("got %q, want %q", short, want)
+	}
+}

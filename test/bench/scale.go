@@ -1,0 +1,1017 @@
+package main
+
+// Rows "scale" and "overhead" (rows 5 and 6 of the issue): the controller at scale on the cluster of
+// `make local-up` (a private instance with its own state directory and ports, see scale_cluster.go), and the
+// latency it adds to a Deployment whose image is already backed up. There is no peer: the rows report our
+// absolute figures and check them against the issue's targets (not judged with -smoke, except the exact
+// counts: copies and blob requests).
+//
+// With -cpuprofile DIR the controller runs with --pprof-bind-address and the rows save its profiles there
+// (inspect with go tool pprof -top FILE): scale.cpu.pprof (the first 30 s of convergence), scale.heap.pprof
+// (once converged) and overhead.cpu.pprof (10 s of the overhead row).
+//
+// Environment, for investigations:
+//
+//	SCALE_CONTROLLER_ARGS  more controller flags, e.g. "--max-concurrent-reconciles=8"
+//	SCALE_REPLICAS         replicas of every Deployment (default 1, see scaleConfig)
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+func init() {
+	rows = append(rows,
+		row{name: "scale", run: runScale},
+		row{name: "overhead", run: runOverhead},
+	)
+}
+
+// scaleConfig sizes the rows.
+type scaleConfig struct {
+	smoke                                       bool
+	namespaces, deployments, daemonSets, images int
+	overheadSamples                             int
+	// nodes is the number of kwok nodes; every DaemonSet runs one pod per node.
+	nodes int
+	// replicas of every Deployment: 1. The pods (and their rollouts when the controller patches the
+	// templates) do not overwhelm a 2-core machine: the controller manager creates them at its client rate
+	// limit, so most of that churn trails the controller. SCALE_REPLICAS=0 takes pods out of the picture.
+	replicas        int32
+	createWorkers   int
+	convergeTimeout time.Duration
+	// profileDir receives the controller's profiles ("" for none).
+	profileDir string
+}
+
+func scaleConfigFor(env *benchEnv) scaleConfig {
+	cfg := scaleConfig{
+		namespaces: 50, deployments: 2000, daemonSets: 200, images: 100, overheadSamples: 200,
+		nodes: 1, replicas: 1, createWorkers: 16, convergeTimeout: 10 * time.Minute, profileDir: env.cpuProfile,
+	}
+	if env.smoke {
+		cfg.smoke = true
+		cfg.namespaces, cfg.deployments, cfg.daemonSets, cfg.images, cfg.overheadSamples = 2, 20, 2, 5, 20
+		cfg.convergeTimeout = 2 * time.Minute
+	}
+	if r, err := strconv.Atoi(os.Getenv("SCALE_REPLICAS")); err == nil && r >= 0 {
+		cfg.replicas = int32(min(r, math.MaxInt32))
+	}
+	return cfg
+}
+
+// Targets of the issue, checked by the benchmark (never by tests).
+const (
+	targetConverge     = 2 * time.Minute
+	targetRSSMiB       = 150
+	targetOverheadP99  = 50 * time.Millisecond
+	overheadImageIndex = 7
+)
+
+func (cfg scaleConfig) workloads() int { return cfg.deployments + cfg.daemonSets }
+
+func (cfg scaleConfig) describe() string {
+	return fmt.Sprintf("%d Deployments + %d DaemonSets in %d namespaces, %d images", cfg.deployments, cfg.daemonSets,
+		cfg.namespaces, cfg.images)
+}
+
+func (cfg scaleConfig) setup() string {
+	return fmt.Sprintf("%d kwok node(s), Deployment replicas %d", cfg.nodes, cfg.replicas)
+}
+
+// profileSeconds is the length of a CPU profile: full, or a few seconds with -smoke.
+func (cfg scaleConfig) profileSeconds(full int) int {
+	if cfg.smoke {
+		return 3
+	}
+	return full
+}
+
+// judge returns whether a performance target was met, or nil with -smoke, whose sizes say nothing about them.
+func (cfg scaleConfig) judge(ok bool) *bool {
+	if cfg.smoke {
+		return nil
+	}
+	return &ok
+}
+
+func scaleImage(i int) string { return fmt.Sprintf("img-%03d:1", i) }
+
+// overheadResults holds the overhead row measured by runScale on its cluster, for runOverhead to report.
+var overheadResults struct {
+	sync.Mutex
+	done    bool
+	smoke   bool
+	results []Result
+	err     error
+}
+
+// runScale measures row 5: the controller converging on many workloads at once, and restarting with
+// everything backed up. When the overhead row runs too, it measures that on the same cluster, where every
+// workload is in the controller's caches, and keeps it for runOverhead.
+func runScale(ctx context.Context, env *benchEnv) ([]Result, error) {
+	cfg := scaleConfigFor(env)
+	c, err := startScaleCluster(ctx, cfg)
+	defer c.stop(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := pushScaleImages(ctx, c.upstreamRegistry(), cfg.images); err != nil {
+		return nil, err
+	}
+	results, err := scalePhase(ctx, c, cfg)
+	if err != nil {
+		return results, err
+	}
+	restart, err := restartPhase(ctx, c, cfg)
+	results = append(results, restart...)
+	if err != nil || !rowSelected("overhead") {
+		return results, err
+	}
+
+	overhead, err := overheadPhase(ctx, c, cfg,
+		fmt.Sprintf("on the scale cluster after the restart (%d workloads in the caches)", cfg.workloads()))
+	overheadResults.Lock()
+	overheadResults.done, overheadResults.smoke, overheadResults.results, overheadResults.err = true, cfg.smoke, overhead, err
+	overheadResults.Unlock()
+	return results, nil
+}
+
+// runOverhead measures row 6: create → patched latency of Deployments whose image is already backed up.
+// When runScale measured it on its cluster it reports that; otherwise it starts a cluster of its own.
+func runOverhead(ctx context.Context, env *benchEnv) ([]Result, error) {
+	overheadResults.Lock()
+	done, sameSize, results, err := overheadResults.done, overheadResults.smoke == env.smoke, overheadResults.results, overheadResults.err
+	overheadResults.Unlock()
+	if done && sameSize {
+		return results, err
+	}
+
+	cfg := scaleConfigFor(env)
+	c, err := startScaleCluster(ctx, cfg)
+	defer c.stop(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := pushScaleImages(ctx, c.upstreamRegistry(), cfg.images); err != nil {
+		return nil, err
+	}
+	return overheadPhase(ctx, c, cfg, "on an otherwise empty cluster")
+}
+
+// rowSelected reports whether the harness runs the named row (-rows empty means all).
+func rowSelected(name string) bool {
+	f := flag.Lookup("rows")
+	if f == nil || f.Value.String() == "" {
+		return true
+	}
+	for n := range strings.SplitSeq(f.Value.String(), ",") {
+		if strings.TrimSpace(n) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func startScaleCluster(ctx context.Context, cfg scaleConfig) (*localCluster, error) {
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	return startLocalCluster(ctx, clusterOptions{
+		nodes:          cfg.nodes,
+		controllerArgs: strings.Fields(os.Getenv("SCALE_CONTROLLER_ARGS")),
+		profileDir:     cfg.profileDir,
+	})
+}
+
+// pushScaleImages pushes images img-000:1 ... to the upstream registry as Docker Hub's library/ repositories, which
+// the controller pulls through its --source-mirror: small random two-platform indexes like hack/seed's.
+func pushScaleImages(ctx context.Context, host string, n int) error {
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range n {
+		g.Go(func() error {
+			ref, err := name.ParseReference(host+"/library/"+scaleImage(i), name.Insecure)
+			if err != nil {
+				return err
+			}
+			idx, err := scaleRandomIndex(2, 4096)
+			if err != nil {
+				return err
+			}
+			if err := remote.WriteIndex(ref, idx, remote.WithContext(gctx)); err != nil {
+				return fmt.Errorf("pushing %s: %w", ref, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	scaleLog("pushed %d images to the upstream registry in %s", n, time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+// scaleRandomIndex builds a manifest list of one random image per platform (linux/amd64, linux/arm64).
+func scaleRandomIndex(layers int, layerSize int64) (v1.ImageIndex, error) {
+	idx := mutate.IndexMediaType(empty.Index, types.DockerManifestList)
+	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}} {
+		img, err := random.Image(layerSize, int64(layers))
+		if err != nil {
+			return nil, err
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, err
+		}
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = p.OS, p.Architecture
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
+	}
+	return idx, nil
+}
+
+// --- row 5: convergence ------------------------------------------------------------------------------------
+
+func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result, error) {
+	namespaces := make([]string, cfg.namespaces)
+	for i := range namespaces {
+		namespaces[i] = fmt.Sprintf("scale-%02d", i)
+		if _, err := c.client.CoreV1().Namespaces().Create(ctx,
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespaces[i]}}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	before, err := c.controllerMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cpuBefore := c.componentCPU()
+	profileDone := c.startCPUProfile(ctx, "scale", cfg.profileSeconds(30))
+
+	scaleLog("creating %s", cfg.describe())
+	start := time.Now()
+	var createDuration time.Duration
+	created := make(chan error, 1)
+	go func() {
+		err := createWorkloads(ctx, c, cfg, namespaces)
+		createDuration = time.Since(start)
+		created <- err
+	}()
+
+	total := float64(cfg.workloads())
+	var patched, patchedAtCreated float64
+	lastReport := time.Now()
+	var createErr error
+	creating := true
+	err = scalePoll(ctx, 100*time.Millisecond, cfg.convergeTimeout, "every workload to be patched", func() (bool, error) {
+		if creating {
+			select {
+			case createErr = <-created:
+				creating = false
+				if createErr != nil {
+					return false, createErr
+				}
+				patchedAtCreated = patched
+			default:
+			}
+		}
+		m, err := c.controllerMetrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		patched = m.sum("image_clone_workloads_patched_total", nil)
+		if time.Since(lastReport) >= 5*time.Second {
+			lastReport = time.Now()
+			scaleLog("%4.0fs: %.0f workloads patched, %.0f images copied", time.Since(start).Seconds(), patched,
+				m.sum("image_clone_copies_total", map[string]string{"result": "copied"})-before.sum("image_clone_copies_total", map[string]string{"result": "copied"}))
+		}
+		return !creating && patched >= total, nil
+	})
+	converge := time.Since(start)
+	if err != nil {
+		return nil, fmt.Errorf("%d of %d workloads patched after %s: %w%s", int(patched), int(total),
+			converge.Round(time.Second), err, c.controllerLogTail())
+	}
+	scaleLog("all %d workloads patched %s after creation started (creation took %s)", int(total),
+		converge.Round(10*time.Millisecond), createDuration.Round(10*time.Millisecond))
+	cpu := c.componentCPU().minus(cpuBefore)
+	pods := countPods(ctx, c)
+	c.saveHeapProfile(ctx, "scale")
+
+	pid, err := c.controllerPID()
+	if err != nil {
+		return nil, err
+	}
+	rss, err := peakRSS(pid)
+	if err != nil {
+		return nil, err
+	}
+	// The patches make the workloads' generation change, which reconciles each once more (nothing to do).
+	if err := c.waitQuiet(ctx, time.Minute); err != nil {
+		return nil, err
+	}
+	<-profileDone
+	after, err := c.controllerMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyPatched(ctx, c, namespaces, cfg); err != nil {
+		return nil, err
+	}
+
+	copies := scaleDelta(before, after, "image_clone_copies_total", "result")
+	requests := scaleDelta(before, after, "rest_client_requests_total", "method")
+	codes := scaleDelta(before, after, "rest_client_requests_total", "code")
+	var requestsTotal float64
+	for _, v := range requests {
+		requestsTotal += v
+	}
+	reconciles := scaleDelta(before, after, "controller_runtime_reconcile_total", "result")
+
+	row := "scale: " + cfg.describe()
+	setup := fmt.Sprintf("%s (%s pods existed when all were patched); controller flags: %s", cfg.setup(), pods,
+		controllerFlags())
+	return []Result{
+		{
+			Row:     row,
+			Measure: "seconds from the first create to every workload patched",
+			Values:  map[string]float64{"ours": converge.Seconds()},
+			Target:  fmt.Sprintf("< %g s", targetConverge.Seconds()),
+			Met:     cfg.judge(converge < targetConverge),
+			Note: fmt.Sprintf("%s; creating took %.1f s (%d parallel clients), %.0f workloads were patched by then; "+
+				"mean reconcile %s, mean wait in queue %s, mean copy %s; CPU seconds while converging: %s",
+				setup, createDuration.Seconds(), cfg.createWorkers, patchedAtCreated,
+				meanSeconds(before, after, "controller_runtime_reconcile_time_seconds"),
+				meanSeconds(before, after, "workqueue_queue_duration_seconds"),
+				meanSeconds(before, after, "image_clone_copy_duration_seconds"), cpu),
+		},
+		{
+			Row:     row,
+			Measure: "images copied (image_clone_copies_total{result=copied})",
+			Values:  map[string]float64{"ours": copies["copied"]},
+			Target:  fmt.Sprintf("= %d", cfg.images),
+			Met:     scaleMet(copies["copied"] == float64(cfg.images)),
+			Note: fmt.Sprintf("copy requests: %s; answered by the controller's tag cache: %.0f (one of the two per "+
+				"workload image; cached = verified earlier by this process, present = found in the backup registry)",
+				scaleCounts(copies), after.sum("image_clone_tag_cache_hits_total", nil)-before.sum("image_clone_tag_cache_hits_total", nil)),
+		},
+		{
+			Row:     row,
+			Measure: "API server requests by the controller (rest_client_requests_total)",
+			Values:  map[string]float64{"ours": requestsTotal},
+			Note: fmt.Sprintf("%.2f per workload; by method: %s; by code: %s; reconciles: %s", requestsTotal/total,
+				scaleCounts(requests), scaleCounts(codes), scaleCounts(reconciles)),
+		},
+		{
+			Row:     row,
+			Measure: "controller peak RSS, MiB (VmHWM)",
+			Values:  map[string]float64{"ours": float64(rss) / (1 << 20)},
+			Target:  fmt.Sprintf("< %d MiB", targetRSSMiB),
+			Met:     cfg.judge(rss < targetRSSMiB<<20),
+			Note: fmt.Sprintf("at the end of convergence, with every Deployment, DaemonSet and Namespace in the informer caches; "+
+				"resident now: %s; after the restart, with nothing to copy, the peak is lower (see the restart row)", rssParts(pid)),
+		},
+	}, nil
+}
+
+// createWorkloads creates the Deployments and DaemonSets round-robin over the namespaces and images, with
+// cfg.createWorkers parallel requests.
+func createWorkloads(ctx context.Context, c *localCluster, cfg scaleConfig, namespaces []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cfg.createWorkers)
+	for i := range max(cfg.deployments, cfg.daemonSets) {
+		if i < cfg.deployments {
+			g.Go(func() error {
+				d := scaleDeployment(namespaces[i%len(namespaces)], fmt.Sprintf("d-%04d", i), scaleImage(i%cfg.images), cfg.replicas)
+				_, err := c.client.AppsV1().Deployments(d.Namespace).Create(gctx, d, metav1.CreateOptions{})
+				return err
+			})
+		}
+		// Spread the DaemonSets over the creation instead of creating them all at the end.
+		if i < cfg.daemonSets {
+			g.Go(func() error {
+				ds := scaleDaemonSet(namespaces[i%len(namespaces)], fmt.Sprintf("ds-%04d", i), scaleImage((i*7+3)%cfg.images))
+				_, err := c.client.AppsV1().DaemonSets(ds.Namespace).Create(gctx, ds, metav1.CreateOptions{})
+				return err
+			})
+		}
+	}
+	return g.Wait()
+}
+
+func scalePodTemplate(app, image string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "app", Image: image}},
+		},
+	}
+}
+
+func scaleDeployment(namespace, name, image string, replicas int32) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: scalePodTemplate(name, image),
+		},
+	}
+}
+
+func scaleDaemonSet(namespace, name, image string) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: scalePodTemplate(name, image),
+		},
+	}
+}
+
+// countPods returns how many pods the cluster has, from the API server's cache ("?" if the list fails).
+func countPods(ctx context.Context, c *localCluster) string {
+	pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return "?"
+	}
+	return strconv.Itoa(len(pods.Items))
+}
+
+// verifyPatched checks, from the API server, that every workload points at the backup registry.
+func verifyPatched(ctx context.Context, c *localCluster, namespaces []string, cfg scaleConfig) error {
+	prefix := c.backupRegistry() + "/"
+	var good, bad int
+	var example string
+	check := func(name, image string) {
+		if strings.HasPrefix(image, prefix) {
+			good++
+		} else {
+			bad++
+			example = name + " has " + image
+		}
+	}
+	for _, ns := range namespaces {
+		ds, err := c.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, d := range ds.Items {
+			check(ns+"/"+d.Name, d.Spec.Template.Spec.Containers[0].Image)
+		}
+		dss, err := c.client.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, d := range dss.Items {
+			check(ns+"/"+d.Name, d.Spec.Template.Spec.Containers[0].Image)
+		}
+	}
+	if bad > 0 || good != cfg.workloads() {
+		return fmt.Errorf("%d workloads point at the backup registry, %d do not (e.g. %s); want %d", good, bad, example, cfg.workloads())
+	}
+	return nil
+}
+
+// --- row 5: restart ----------------------------------------------------------------------------------------
+
+// blobHandlers are the distribution registry's handlers (the "handler" label of registry_http_requests_total)
+// that serve blobs and blob uploads.
+var blobHandlers = []string{"blob", "blob_upload", "blob_upload_chunk"}
+
+func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result, error) {
+	regBefore, err := c.backupRegistryMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	scaleLog("restarting the controller")
+	start := time.Now()
+	if err := c.restartController(ctx); err != nil {
+		return nil, err
+	}
+	script := time.Since(start)
+	pid, err := c.controllerPID()
+	if err != nil {
+		return nil, err
+	}
+	started, err := processStart(pid)
+	if err != nil {
+		return nil, err
+	}
+	wantDeploy, wantDS := float64(cfg.deployments), float64(cfg.daemonSets)
+	var m promSamples
+	err = scalePoll(ctx, 50*time.Millisecond, 5*time.Minute, "every workload to be reconciled after the restart", func() (bool, error) {
+		if m, err = c.controllerMetrics(ctx); err != nil {
+			return false, err
+		}
+		return m.sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-deployment"}) >= wantDeploy &&
+			m.sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-daemonset"}) >= wantDS &&
+			controllersQuiet(m) && c.controllerReady(ctx), nil
+	})
+	steady := time.Since(started)
+	if err != nil {
+		return nil, fmt.Errorf("%w%s", err, c.controllerLogTail())
+	}
+	scaleLog("controller steady %s after it started (the restart script took %s)", steady.Round(10*time.Millisecond),
+		script.Round(10*time.Millisecond))
+	// Anything the reconciles set off (Events, copies) has a moment to reach the registry and the API server.
+	time.Sleep(time.Second)
+	regAfter, err := c.backupRegistryMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err = c.controllerMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rss, err := peakRSS(pid)
+	if err != nil {
+		return nil, err
+	}
+	handlers := scaleDelta(regBefore, regAfter, "registry_http_requests_total", "handler")
+	var blobs float64
+	for _, h := range blobHandlers {
+		blobs += handlers[h]
+	}
+	requests := m.by("rest_client_requests_total", "method")
+	reconciles := m.by("controller_runtime_reconcile_total", "controller")
+
+	row := "scale restart: " + cfg.describe() + ", all backed up"
+	return []Result{
+		{
+			Row:     row,
+			Measure: "seconds from process start to every workload reconciled (queues empty, ready)",
+			Values:  map[string]float64{"ours": steady.Seconds()},
+			Note: fmt.Sprintf("hack/local-up.sh --restart-controller took %.1f s (stop, start, /readyz); peak RSS %.0f MiB; "+
+				"API requests since start: %s; reconciles: %s; copy requests: %s", script.Seconds(), float64(rss)/(1<<20),
+				scaleCounts(requests), scaleCounts(reconciles), scaleCounts(m.by("image_clone_copies_total", "result"))),
+		},
+		{
+			Row:     row,
+			Measure: "blob requests at the backup registry (registry_http_requests_total, blob handlers)",
+			Values:  map[string]float64{"ours": blobs},
+			Target:  "= 0",
+			Met:     scaleMet(blobs == 0),
+			Note:    "all backup registry requests by handler: " + scaleCounts(handlers),
+		},
+	}, nil
+}
+
+// controllersQuiet reports whether both controllers have empty queues and no reconcile running.
+func controllersQuiet(m promSamples) bool {
+	for _, ctrl := range []string{"image-clone-deployment", "image-clone-daemonset"} {
+		if m.sum("workqueue_depth", map[string]string{"name": ctrl}) != 0 ||
+			m.sum("controller_runtime_active_workers", map[string]string{"controller": ctrl}) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitQuiet waits until the controllers have been quiet for two scrapes in a row.
+func (c *localCluster) waitQuiet(ctx context.Context, timeout time.Duration) error {
+	streak := 0
+	return scalePoll(ctx, 100*time.Millisecond, timeout, "the controller's queues to drain", func() (bool, error) {
+		m, err := c.controllerMetrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		if controllersQuiet(m) {
+			streak++
+		} else {
+			streak = 0
+		}
+		return streak >= 2, nil
+	})
+}
+
+// --- row 6: overhead ---------------------------------------------------------------------------------------
+
+// overheadPhase creates Deployments one at a time with an image that is already backed up (the first one,
+// not counted, makes sure of that) and measures from the create request until a watch sees the patched image.
+func overheadPhase(ctx context.Context, c *localCluster, cfg scaleConfig, where string) ([]Result, error) {
+	const ns = "bench-overhead"
+	if _, err := c.client.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	image := scaleImage(overheadImageIndex % cfg.images)
+	prefix := c.backupRegistry() + "/"
+
+	w, err := c.client.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	type sighting struct {
+		name string
+		at   time.Time
+	}
+	seen := make(chan sighting, 64)
+	go func() {
+		defer close(seen)
+		for ev := range w.ResultChan() {
+			d, ok := ev.Object.(*appsv1.Deployment)
+			if !ok || ev.Type == watch.Deleted || !strings.HasPrefix(d.Spec.Template.Spec.Containers[0].Image, prefix) {
+				continue
+			}
+			select {
+			case seen <- sighting{d.Name, time.Now()}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	profileDone := c.startCPUProfile(ctx, "overhead", cfg.profileSeconds(10))
+	cpuBefore := c.componentCPU()
+	var before, after promSamples
+	// The first sample (not counted) runs before the metrics are read.
+	scaleLog("measuring create → patched for %d Deployments with %s (already backed up)", cfg.overheadSamples, image)
+	samples := make([]time.Duration, 0, cfg.overheadSamples)
+	timings := map[string]*overheadTiming{}
+	for i := range cfg.overheadSamples + 1 {
+		d := scaleDeployment(ns, fmt.Sprintf("o-%04d", i), image, cfg.replicas)
+		start := time.Now()
+		if _, err := c.client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		t := &overheadTiming{start: start, created: time.Now()}
+		timeout := time.After(30 * time.Second)
+	wait:
+		for {
+			select {
+			case s, ok := <-seen:
+				if !ok {
+					return nil, errors.New("the watch of the overhead namespace ended")
+				}
+				if s.name == d.Name {
+					if i > 0 { // the first one makes sure the backup exists
+						samples = append(samples, s.at.Sub(start))
+						t.seen = s.at
+						timings[d.Name] = t
+					} else if before, err = c.controllerMetrics(ctx); err != nil {
+						return nil, err
+					}
+					break wait
+				}
+			case <-timeout:
+				return nil, fmt.Errorf("deployment %s/%s not patched within 30s%s", ns, d.Name, c.controllerLogTail())
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	cpu := c.componentCPU().minus(cpuBefore)
+	// The bench's watch may see the last patch before the controller has counted its response.
+	if err := c.waitQuiet(ctx, 10*time.Second); err != nil {
+		return nil, err
+	}
+	if after, err = c.controllerMetrics(ctx); err != nil {
+		return nil, err
+	}
+	<-profileDone
+	breakdown, err := overheadBreakdown(ctx, c, ns, timings)
+	if err != nil {
+		return nil, err
+	}
+
+	slices.Sort(samples)
+	p50, p99 := scalePercentile(samples, 50), scalePercentile(samples, 99)
+	scaleLog("overhead p50 %s, p99 %s, max %s", p50, p99, samples[len(samples)-1])
+	row := fmt.Sprintf("overhead: Deployment create → patched, backup exists (%d samples)", len(samples))
+	note := fmt.Sprintf("%s; one at a time, create request to the patched object on a watch; %s; controller flags: %s",
+		where, cfg.setup(), controllerFlags())
+	return []Result{
+		{
+			Row:     row,
+			Measure: "milliseconds, p50",
+			Values:  map[string]float64{"ours": scaleMs(p50)},
+			Note:    note,
+		},
+		{
+			Row:     row,
+			Measure: "milliseconds, p99",
+			Values:  map[string]float64{"ours": scaleMs(p99)},
+			Target:  fmt.Sprintf("< %d ms", targetOverheadP99.Milliseconds()),
+			Met:     cfg.judge(p99 < targetOverheadP99),
+			Note: fmt.Sprintf("min %.1f ms, slowest %s; p50/p99 of the legs: %s; in the controller (means over the "+
+				"reconcile that patches and the one its patch sets off): wait in queue %s, reconcile %s; "+
+				"API requests by the controller: %s; CPU seconds: %s", scaleMs(samples[0]), slowest(samples, 5), breakdown,
+				meanSeconds(before, after, "workqueue_queue_duration_seconds"),
+				meanSeconds(before, after, "controller_runtime_reconcile_time_seconds"),
+				scaleCounts(scaleDelta(before, after, "rest_client_requests_total", "method")), cpu),
+		},
+	}, nil
+}
+
+// overheadTiming holds the moments of one overhead sample.
+type overheadTiming struct {
+	start, created, seen time.Time
+	patched              time.Time // when the controller's patch returned: the eventTime of its ImagesBackedUp Event
+}
+
+// overheadBreakdown splits the samples into legs, using the ImagesBackedUp Event that the controller records
+// right after its patch returns (eventTime has microseconds): the create request; from the create response to
+// the controller's patch response (watch to the controller, queue, reconcile with its registry and patch
+// requests); from there to the bench's watch seeing the patched object.
+func overheadBreakdown(ctx context.Context, c *localCluster, ns string, timings map[string]*overheadTiming) (string, error) {
+	err := scalePoll(ctx, 100*time.Millisecond, 10*time.Second, "the overhead Deployments' Events", func() (bool, error) {
+		events, err := c.client.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		found := 0
+		for _, ev := range events.Items {
+			if t := timings[ev.Regarding.Name]; t != nil && ev.Reason == "ImagesBackedUp" {
+				t.patched = ev.EventTime.Time
+				found++
+			}
+		}
+		return found == len(timings), nil
+	})
+	if err != nil {
+		return "", err
+	}
+	var create, controller, delivery []time.Duration
+	for _, t := range timings {
+		create = append(create, t.created.Sub(t.start))
+		controller = append(controller, t.patched.Sub(t.created))
+		delivery = append(delivery, t.seen.Sub(t.patched))
+	}
+	leg := func(name string, d []time.Duration) string {
+		slices.Sort(d)
+		return fmt.Sprintf("%s %.1f/%.1f ms", name, scaleMs(scalePercentile(d, 50)), scaleMs(scalePercentile(d, 99)))
+	}
+	return strings.Join([]string{
+		leg("create request", create),
+		leg("create response → controller's patch response", controller),
+		leg("→ bench's watch", delivery),
+	}, ", "), nil
+}
+
+// slowest lists the n largest of sorted samples in milliseconds, largest first.
+func slowest(sorted []time.Duration, n int) string {
+	var parts []string
+	for i := len(sorted) - 1; i >= 0 && i >= len(sorted)-n; i-- {
+		parts = append(parts, fmt.Sprintf("%.1f", scaleMs(sorted[i])))
+	}
+	return strings.Join(parts, ", ") + " ms"
+}
+
+// scalePercentile returns the nearest-rank percentile p of sorted samples.
+func scalePercentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func scaleMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// --- helpers -----------------------------------------------------------------------------------------------
+
+func scaleMet(ok bool) *bool { return &ok }
+
+// scaleDelta returns after - before for the samples of metric name, grouped by label.
+func scaleDelta(before, after promSamples, name, label string) map[string]float64 {
+	out := after.by(name, label)
+	for k, v := range before.by(name, label) {
+		out[k] -= v
+	}
+	return out
+}
+
+// meanSeconds returns the mean of histogram name between two scrapes, per controller where the histogram has a
+// controller label, e.g. "image-clone-deployment=12ms image-clone-daemonset=9ms".
+func meanSeconds(before, after promSamples, name string) string {
+	sums, counts := scaleDelta(before, after, name+"_sum", "controller"), scaleDelta(before, after, name+"_count", "controller")
+	keys := slices.Sorted(maps.Keys(counts))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "image-clone-") && k != "" || counts[k] == 0 {
+			continue
+		}
+		mean := time.Duration(sums[k] / counts[k] * float64(time.Second)).Round(100 * time.Microsecond)
+		if k == "" {
+			parts = append(parts, mean.String())
+		} else {
+			parts = append(parts, strings.TrimPrefix(k, "image-clone-")+" "+mean.String())
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// scaleCounts renders counts as "a=1 b=2", sorted by key, leaving out zeros.
+func scaleCounts(m map[string]float64) string {
+	keys := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%s", k, strconv.FormatFloat(m[k], 'f', -1, 64))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+func controllerFlags() string {
+	if f := os.Getenv("SCALE_CONTROLLER_ARGS"); f != "" {
+		return "defaults plus " + f
+	}
+	return "defaults"
+}
+
+// componentCPU returns the CPU time used so far by each component of the cluster, by this process and by the
+// whole machine.
+func (c *localCluster) componentCPU() cpuSample {
+	out := cpuSample{at: time.Now(), procs: map[string]time.Duration{}}
+	entries, _ := os.ReadDir(filepath.Join(c.dir, "pids"))
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".pid")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(c.dir, "pids", e.Name()))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			if t, err := scaleProcessCPU(pid); err == nil {
+				out.procs[name] = t
+			}
+		}
+	}
+	if t, err := scaleProcessCPU(os.Getpid()); err == nil {
+		out.procs["bench"] = t
+	}
+	out.machine, _ = machineBusy()
+	return out
+}
+
+// cpuSample is the CPU time used so far by each component, and by the machine (all processes, also those of
+// other users, which compete for the same cores).
+type cpuSample struct {
+	at      time.Time
+	procs   map[string]time.Duration
+	machine time.Duration
+}
+
+// minus returns the CPU time used between before and t.
+func (t cpuSample) minus(before cpuSample) cpuUsage {
+	out := cpuUsage{wall: t.at.Sub(before.at), procs: map[string]time.Duration{}, machine: t.machine - before.machine}
+	for k, v := range t.procs {
+		out.procs[k] = v - before.procs[k]
+	}
+	return out
+}
+
+// cpuUsage is the CPU time used in an interval of length wall.
+type cpuUsage struct {
+	wall    time.Duration
+	procs   map[string]time.Duration
+	machine time.Duration
+}
+
+// String lists the components, busiest first, and how busy the machine was.
+func (t cpuUsage) String() string {
+	keys := make([]string, 0, len(t.procs))
+	var ours time.Duration
+	for k, v := range t.procs {
+		keys = append(keys, k)
+		ours += v
+	}
+	sort.Slice(keys, func(i, j int) bool { return t.procs[keys[i]] > t.procs[keys[j]] })
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, t.procs[k].Seconds()))
+	}
+	return fmt.Sprintf("%s; machine busy %.1f of %.1f core-seconds (%d cores), %.1f of it outside this benchmark",
+		strings.Join(parts, ", "), t.machine.Seconds(), t.wall.Seconds()*float64(runtime.NumCPU()), runtime.NumCPU(),
+		max(0, (t.machine-ours).Seconds()))
+}
+
+// machineBusy returns the CPU time all processes of the machine used so far (/proc/stat: user, nice, system,
+// irq, softirq and steal; clock ticks assumed 100 Hz).
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, errors.New("unexpected /proc/stat")
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system (idle iowait) irq softirq steal
+		n, err := strconv.ParseInt(fields[i], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100, nil
+}
+
+// scaleProcessCPU returns the user plus system CPU time of process pid (clock ticks assumed 100 Hz).
+func scaleProcessCPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	const utimeField = 14 - 3 // fields 14 (utime) and 15 (stime), counting from the state (field 3)
+	if len(fields) <= utimeField+1 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, f := range fields[utimeField : utimeField+2] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100, nil
+}
+
+// startCPUProfile starts a CPU profile of the controller, saved as <phase>.cpu.pprof in the profile directory
+// when profiling is on; the returned channel is closed once the profile is saved (at once when profiling is off).
+func (c *localCluster) startCPUProfile(ctx context.Context, phase string, seconds int) <-chan struct{} {
+	done := make(chan struct{})
+	dir := c.profileDir
+	if dir == "" || c.pprofPort == 0 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		file := filepath.Join(dir, phase+".cpu.pprof")
+		if err := c.saveProfile(ctx, "profile", "seconds="+strconv.Itoa(seconds), file); err != nil {
+			scaleLog("CPU profile for %s failed: %v", phase, err)
+			return
+		}
+		scaleLog("saved %s", file)
+	}()
+	return done
+}
+
+// saveHeapProfile saves the controller's heap profile as <phase>.heap.pprof in the profile directory when
+// profiling is on.
+func (c *localCluster) saveHeapProfile(ctx context.Context, phase string) {
+	dir := c.profileDir
+	if dir == "" || c.pprofPort == 0 {
+		return
+	}
+	file := filepath.Join(dir, phase+".heap.pprof")
+	if err := c.saveProfile(ctx, "heap", "gc=1", file); err != nil {
+		scaleLog("heap profile for %s failed: %v", phase, err)
+		return
+	}
+	scaleLog("saved %s", file)
+}
