@@ -177,10 +177,11 @@ var _ = Describe("backing up workload images", func() {
 			Eventually(func() bool { return gate.Waiting(b) }).Should(BeTrue())
 
 			upstream.SetDown(true)
+			DeferCleanup(upstream.SetDown, false) // never leave the registry down for the next spec
 			release()
 			Eventually(eventsOf(d)).Should(ContainElement(And(
 				HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring(b))))
-			Expect(templateImages(d)()).To(Equal([]string{a, b}), "a's copy succeeded, but patching it alone would roll out twice")
+			Expect(templateImages(d)()).To(Equal([]string{a, b}), "patching the images that did copy alone would roll out twice")
 
 			upstream.SetDown(false)
 			Eventually(templateImages(d)).Should(Equal([]string{backupOf(a), backupOf(b)}))
