@@ -11,14 +11,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
 // gatedCopier wraps the real copier so that a spec can hold the copy of one image, e.g. to edit a workload
@@ -107,79 +106,30 @@ func newNamespace(annotations map[string]string) string {
 	return ns.Name
 }
 
-func podSpec(initImages, images []string) corev1.PodTemplateSpec {
-	t := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "test"}}}
-	for i, image := range initImages {
-		t.Spec.InitContainers = append(t.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("init-%d", i), Image: image})
-	}
-	for i, image := range images {
-		t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: fmt.Sprintf("main-%d", i), Image: image})
-	}
-	return t
-}
-
-func newDeployment(ns, name string, initImages, images []string) *appsv1.Deployment {
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "test"}},
-			Template: podSpec(initImages, images),
-		},
-	}
-}
-
-func newDaemonSet(ns, name string, initImages, images []string) *appsv1.DaemonSet {
-	return &appsv1.DaemonSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "test"}},
-			Template: podSpec(initImages, images),
-		},
-	}
-}
+// newDeployment and newDaemonSet build workloads whose pods are labelled app=<name>.
+var (
+	newDeployment = workloadtest.Deployment
+	newDaemonSet  = workloadtest.DaemonSet
+)
 
 // templateImages returns the init container images followed by the container images of a workload, read from
 // the apiserver.
 func templateImages(obj client.Object) func() []string {
 	return func() []string {
 		GinkgoHelper()
-		Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)).To(Succeed())
-		var t *corev1.PodTemplateSpec
-		switch o := obj.(type) {
-		case *appsv1.Deployment:
-			t = &o.Spec.Template
-		case *appsv1.DaemonSet:
-			t = &o.Spec.Template
-		}
-		var images []string
-		for _, c := range append(append([]corev1.Container{}, t.Spec.InitContainers...), t.Spec.Containers...) {
-			images = append(images, c.Image)
-		}
+		images, err := workloadtest.TemplateImages(context.Background(), k8sClient, obj)
+		Expect(err).NotTo(HaveOccurred())
 		return images
 	}
 }
 
-// eventsOf returns "Type Reason: note" for every event recorded about obj.
+// eventsOf returns "Type Reason: note" for every event recorded about obj, as often as it happened.
 func eventsOf(obj client.Object) func() []string {
 	return func() []string {
 		GinkgoHelper()
-		list := &eventsv1.EventList{}
-		Expect(k8sClient.List(context.Background(), list, client.InNamespace(obj.GetNamespace()))).To(Succeed())
-		var out []string
-		for _, e := range list.Items {
-			if e.Regarding.Name != obj.GetName() {
-				continue
-			}
-			// A repeated event is one object with a series count; list it as often as it happened.
-			times := 1
-			if e.Series != nil {
-				times = max(1, int(e.Series.Count))
-			}
-			for range times {
-				out = append(out, fmt.Sprintf("%s %s: %s", e.Type, e.Reason, e.Note))
-			}
-		}
-		return out
+		events, err := workloadtest.Events(context.Background(), k8sClient, obj)
+		Expect(err).NotTo(HaveOccurred())
+		return events
 	}
 }
 

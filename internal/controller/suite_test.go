@@ -2,8 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
 )
 
 // ignoredNamespace is on the controller's ignore list in this suite.
@@ -45,7 +44,7 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(60 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 
-	testEnv := &envtest.Environment{BinaryAssetsDirectory: envtestAssets()}
+	testEnv := &envtest.Environment{BinaryAssetsDirectory: testbin.EnvtestAssets()}
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred(), "starting kube-apiserver and etcd; run `make test`, which installs them")
 	DeferCleanup(testEnv.Stop)
@@ -93,18 +92,4 @@ func startManager(cfg *rest.Config, copier controller.ImageCopier) {
 		cancel()
 		<-done
 	})
-}
-
-// envtestAssets finds kube-apiserver and etcd: KUBEBUILDER_ASSETS (set by make test), else the cache that
-// hack/test-binaries.sh fills.
-func envtestAssets() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "image-clone-controller", "envtest-v1.37.2")
 }

@@ -2,7 +2,6 @@ package registry_test
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
 )
 
 // The distribution registries are shared by every spec of the suite; specs keep apart by using their own
@@ -25,7 +25,8 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(60 * time.Second)
 	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
 
-	binary := registryBinary()
+	binary, err := testbin.RegistryBinary()
+	Expect(err).NotTo(HaveOccurred())
 	distUpstream = startDistribution(binary)
 	distBackup = startDistribution(binary)
 })
@@ -38,25 +39,4 @@ func startDistribution(binary string) *registrytest.Registry {
 	Expect(err).NotTo(HaveOccurred(), "starting the distribution registry %q", binary)
 	DeferCleanup(reg.Close)
 	return reg
-}
-
-// registryBinary finds the distribution registry: REGISTRY_BINARY (set by make test), else the cache that
-// hack/test-binaries.sh registry fills. An empty result makes StartDistribution fail with instructions.
-func registryBinary() string {
-	if binary := os.Getenv("REGISTRY_BINARY"); binary != "" {
-		return binary
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		cache = filepath.Join(home, ".cache")
-	}
-	binary := filepath.Join(cache, "image-clone-controller", "registry-v3.1.2", "registry")
-	if _, err := os.Stat(binary); err != nil {
-		return ""
-	}
-	return binary
 }

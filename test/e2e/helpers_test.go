@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -12,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
 func newNamespace() string {
@@ -22,59 +23,20 @@ func newNamespace() string {
 	return ns.Name
 }
 
-func podTemplate(app string, initImages, images []string) corev1.PodTemplateSpec {
-	t := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}}}
-	for i, image := range initImages {
-		t.Spec.InitContainers = append(t.Spec.InitContainers, corev1.Container{Name: fmt.Sprintf("init-%d", i), Image: image})
-	}
-	for i, image := range images {
-		t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: fmt.Sprintf("main-%d", i), Image: image})
-	}
-	return t
-}
-
-func newDeployment(ns, name string, initImages, images []string) *appsv1.Deployment {
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: podTemplate(name, initImages, images),
-		},
-	}
-}
-
-func newDaemonSet(ns, name string, initImages, images []string) *appsv1.DaemonSet {
-	return &appsv1.DaemonSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: podTemplate(name, initImages, images),
-		},
-	}
-}
+// newDeployment and newDaemonSet build workloads whose pods are labelled app=<name>.
+var (
+	newDeployment = workloadtest.Deployment
+	newDaemonSet  = workloadtest.DaemonSet
+)
 
 // templateImages returns the init container images followed by the container images of a workload.
 func templateImages(obj client.Object) func() []string {
 	return func() []string {
 		GinkgoHelper()
-		Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)).To(Succeed())
-		var spec corev1.PodSpec
-		switch o := obj.(type) {
-		case *appsv1.Deployment:
-			spec = o.Spec.Template.Spec
-		case *appsv1.DaemonSet:
-			spec = o.Spec.Template.Spec
-		}
-		return containerImages(spec)
+		images, err := workloadtest.TemplateImages(context.Background(), k8sClient, obj)
+		Expect(err).NotTo(HaveOccurred())
+		return images
 	}
-}
-
-func containerImages(spec corev1.PodSpec) []string {
-	var images []string
-	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
-		images = append(images, c.Image)
-	}
-	return images
 }
 
 // podImages returns the images of every Running pod matching labels, one slice per pod.
@@ -86,7 +48,7 @@ func podImages(ns string, labels map[string]string) func() [][]string {
 		var out [][]string
 		for _, p := range pods.Items {
 			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-				out = append(out, containerImages(p.Spec))
+				out = append(out, workloadtest.ContainerImages(p.Spec))
 			}
 		}
 		return out
