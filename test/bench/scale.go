@@ -33,17 +33,14 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
 func init() {
@@ -224,7 +221,7 @@ func pushScaleImages(ctx context.Context, host string, n int) error {
 			if err != nil {
 				return err
 			}
-			idx, err := scaleRandomIndex(2, 4096)
+			idx, err := registrytest.RandomIndex(2, 4096)
 			if err != nil {
 				return err
 			}
@@ -239,28 +236,6 @@ func pushScaleImages(ctx context.Context, host string, n int) error {
 	}
 	scaleLog("pushed %d images to the upstream registry in %s", n, time.Since(start).Round(10*time.Millisecond))
 	return nil
-}
-
-// scaleRandomIndex builds a manifest list of one random image per platform (linux/amd64, linux/arm64).
-func scaleRandomIndex(layers int, layerSize int64) (v1.ImageIndex, error) {
-	idx := mutate.IndexMediaType(empty.Index, types.DockerManifestList)
-	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}} {
-		img, err := random.Image(layerSize, int64(layers))
-		if err != nil {
-			return nil, err
-		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return nil, err
-		}
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = p.OS, p.Architecture
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
-			return nil, err
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
-	}
-	return idx, nil
 }
 
 // --- row 5: convergence ------------------------------------------------------------------------------------
