@@ -2,14 +2,8 @@ package registry_test
 
 import (
 	"encoding/base64"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -233,19 +227,8 @@ var _ = Describe("reading registry credentials from a Docker config file", func(
 // requireBasicAuth puts a proxy that demands user:pass in front of the registry at host and returns its host.
 func requireBasicAuth(host, user, pass string) string {
 	GinkgoHelper()
-	target, err := url.Parse("http://" + host)
+	proxy, err := registrytest.RequireBasicAuth(host, user, pass)
 	Expect(err).NotTo(HaveOccurred())
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if u, p, ok := req.BasicAuth(); !ok || u != user || p != pass {
-			w.Header().Set("WWW-Authenticate", `Basic realm="backup"`)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-			return
-		}
-		proxy.ServeHTTP(w, req)
-	}))
-	DeferCleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
+	DeferCleanup(proxy.Close)
+	return proxy.Host
 }
