@@ -57,4 +57,41 @@ var _ = Describe("bad input", func() {
 		Expect(d.Generation).To(BeEquivalentTo(2), "every image in one patch")
 		Expect(d.Spec.Template.Spec.Containers).To(HaveLen(1000))
 	})
+
+	It("reports an image index that references a manifest its registry does not have, and backs up the other images", func() {
+		broken := unique("incomplete-index") + ":1"
+		missing := pushIncompleteIndex("library/" + broken)
+		good := unique("good-neighbour") + ":1"
+		pushUpstream("library/" + good)
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "app", nil, []string{broken, good})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+
+		// The broken index is permanent, so it does not hold the good image back.
+		Eventually(templateImages(d)).Should(Equal([]string{broken, backupOf(good)}))
+		Eventually(eventsOf(d)).Should(ContainElement(And(
+			HavePrefix("Warning "+controller.ReasonBackupFailed),
+			ContainSubstring("Cannot back up image "+broken+": the image index is incomplete in the source registry"),
+			ContainSubstring("references manifest "+missing.String()+", which the registry does not have"),
+		)))
+		Expect(inBackup(broken)).To(BeFalse(), "no backup tag for the broken index")
+	})
+
+	It("refuses indexes nested 50 levels deep and backs up the other images", func() {
+		nested := unique("nested-index") + ":1"
+		pushNestedIndex("library/"+nested, 50)
+		good := unique("good-neighbour") + ":1"
+		pushUpstream("library/" + good)
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "app", nil, []string{nested, good})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+
+		Eventually(templateImages(d)).Should(Equal([]string{nested, backupOf(good)}))
+		Eventually(eventsOf(d)).Should(ContainElement(And(
+			HavePrefix("Warning "+controller.ReasonBackupFailed),
+			ContainSubstring("Cannot back up image "+nested),
+			ContainSubstring("image indexes nest more than 8 levels deep"),
+		)))
+		Expect(inBackup(nested)).To(BeFalse(), "no backup tag for the nested index")
+	})
 })

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
@@ -30,7 +31,7 @@ type gatedCopier struct {
 	waiting map[string]bool
 }
 
-func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error) {
+func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...registry.CopyOption) (v1.Hash, error) {
 	g.mu.Lock()
 	gate := g.gates[src.String()]
 	if gate != nil {
@@ -44,7 +45,7 @@ func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag
 			return v1.Hash{}, ctx.Err()
 		}
 	}
-	return g.next.Copy(ctx, src, dst)
+	return g.next.Copy(ctx, src, dst, opts...)
 }
 
 // Hold makes copies of image wait until the returned release function is called.

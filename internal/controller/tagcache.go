@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
 // tagCacheMaxEntries bounds the tag cache; when it is full, expired entries are dropped, and if that is not
@@ -17,8 +19,12 @@ const tagCacheMaxEntries = 10000
 // using the same tag within that time are patched without any registry request: the copier itself remembers
 // verified copies, but must still ask the source registry what the tag points to now. Only successful copies
 // are remembered. Within the TTL a tag that moved upstream is therefore not noticed, which matches what backups
-// promise anyway: a tag is copied as it was when first seen. Digest references go straight to the copier,
-// which needs no request to resolve them.
+// promise anyway: a tag is copied as it was when first seen.
+//
+// Entries are kept per set of pull credentials (registry.SourceAuth.ID), so a workload never reuses what
+// another workload's credentials were allowed to read. With such credentials digest references are
+// remembered too, as the copier asks the source registry whether the credentials can read them; without,
+// they go straight to the copier, which needs no request to resolve them.
 type tagCache struct {
 	next ImageCopier
 	ttl  time.Duration
@@ -28,7 +34,7 @@ type tagCache struct {
 	entries map[tagCacheKey]tagCacheEntry
 }
 
-type tagCacheKey struct{ src, dst string }
+type tagCacheKey struct{ src, dst, auth string }
 
 type tagCacheEntry struct {
 	digest  v1.Hash
@@ -40,11 +46,15 @@ func newTagCache(next ImageCopier, ttl time.Duration) *tagCache {
 }
 
 // Copy returns the remembered digest of src's backup at dst, or copies it through the next copier.
-func (c *tagCache) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error) {
-	if _, ok := src.(name.Tag); !ok {
-		return c.next.Copy(ctx, src, dst)
+func (c *tagCache) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...registry.CopyOption) (v1.Hash, error) {
+	auth, withAuth := registry.SourceAuthOf(opts)
+	if _, tagged := src.(name.Tag); !tagged && !withAuth {
+		return c.next.Copy(ctx, src, dst, opts...)
 	}
 	key := tagCacheKey{src: src.String(), dst: dst.String()}
+	if withAuth {
+		key.auth = "pull:" + auth.ID // never equal to the key of a copy made with the copier's own keychain
+	}
 	c.mu.Lock()
 	entry, ok := c.entries[key]
 	c.mu.Unlock()
@@ -53,7 +63,7 @@ func (c *tagCache) Copy(ctx context.Context, src name.Reference, dst name.Tag) (
 		return entry.digest, nil
 	}
 
-	digest, err := c.next.Copy(ctx, src, dst)
+	digest, err := c.next.Copy(ctx, src, dst, opts...)
 	if err != nil {
 		return digest, err
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
 // countingCopier answers every copy with digest (or err) and counts the calls.
@@ -19,7 +21,7 @@ type countingCopier struct {
 	calls  int
 }
 
-func (c *countingCopier) Copy(context.Context, name.Reference, name.Tag) (v1.Hash, error) {
+func (c *countingCopier) Copy(context.Context, name.Reference, name.Tag, ...registry.CopyOption) (v1.Hash, error) {
 	c.calls++
 	return c.digest, c.err
 }
@@ -46,9 +48,9 @@ func TestTagCache(t *testing.T) {
 	now := time.Unix(1000, 0)
 	cache.now = func() time.Time { return now }
 
-	copyExpect := func(src name.Reference, to name.Tag, wantCalls int) {
+	copyExpect := func(src name.Reference, to name.Tag, wantCalls int, opts ...registry.CopyOption) {
 		t.Helper()
-		got, err := cache.Copy(ctx, src, to)
+		got, err := cache.Copy(ctx, src, to, opts...)
 		if err != nil || got != digest {
 			t.Fatalf("Copy(%s, %s) = %v, %v; want %v", src, to, got, err, digest)
 		}
@@ -72,6 +74,18 @@ func TestTagCache(t *testing.T) {
 	next.err = nil
 	copyExpect(tag, dst, 7) // failures are not remembered
 	copyExpect(tag, dst, 7)
+
+	// Each set of pull credentials proves its own access, to tags and digests alike.
+	alice := registry.SourceAuth{ID: "alice"}
+	bob := registry.SourceAuth{ID: "bob"}
+	copyExpect(tag, dst, 8, alice)
+	copyExpect(tag, dst, 8, alice)
+	copyExpect(tag, dst, 9, bob)
+	copyExpect(tag, dst, 10, registry.SourceAuth{}) // no credentials at all is a set of its own
+	copyExpect(tag, dst, 10)                        // the copier's own keychain, remembered earlier
+	copyExpect(pinned, dst, 11, alice)
+	copyExpect(pinned, dst, 11, alice)
+	copyExpect(pinned, dst, 12, bob)
 }
 
 func TestTagCacheBounded(t *testing.T) {

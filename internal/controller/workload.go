@@ -59,7 +59,7 @@ const (
 // ImageCopier copies an image into the backup registry and returns its digest once the copy is verified
 // complete. Implementations deduplicate concurrent requests for the same copy.
 type ImageCopier interface {
-	Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error)
+	Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...registry.CopyOption) (v1.Hash, error)
 }
 
 // Kind describes one workload kind to the generic reconciler; the pod template accessor is the only

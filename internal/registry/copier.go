@@ -62,7 +62,8 @@ func New(opts Options) *Copier {
 // Copy makes dst hold the image src refers to and returns its digest once the copy is verified complete:
 // the manifest at dst has the source's digest and every manifest and blob it references is present.
 // A digest-pinned src is copied exactly; a tagged src is resolved to its current digest first.
-func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1.Hash, error) {
+func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...CopyOption) (v1.Hash, error) {
+	call := newCopyCall(opts)
 	pull, err := c.pullReference(src)
 	if err != nil {
 		return v1.Hash{}, err
@@ -72,6 +73,12 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1
 		return v1.Hash{}, err
 	}
 	s := c.newSession()
+	// The caller's credentials must prove access to the source on every call, even for a digest that needs no
+	// resolving and an image the backup already holds. Mirrors are read with the Copier's keychain.
+	checkAccess := call.sourceAuth != nil && pull.Context().RegistryStr() == src.Context().RegistryStr()
+	if checkAccess {
+		s.source, s.sourceKeychain = pull.Context(), call.sourceAuth.Keychain
+	}
 
 	// A tag this process has not verified at dst needs both the source's digest and the backup's: both are
 	// asked at the same time. Otherwise the backup is only asked if the remembered digest is outdated.
@@ -84,12 +91,15 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag) (v1
 			backup.digest, backup.err = c.backupDigest(ctx, s, dst)
 		}()
 	}
-	digest, err := c.resolve(ctx, s, pull)
+	digest, err := c.resolve(ctx, s, pull, checkAccess)
 	if backup != nil {
 		<-backup.done
 	}
 	if err != nil {
 		copiesTotal.WithLabelValues(resultFailed).Inc()
+		if checkAccess {
+			return v1.Hash{}, fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(src, pull), err)
+		}
 		return v1.Hash{}, fmt.Errorf("resolving %s: %w", describePull(src, pull), err)
 	}
 
@@ -124,9 +134,10 @@ type backupState struct {
 	err    error
 }
 
-// resolve returns the digest a reference points to; digest references need no request.
-func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference) (v1.Hash, error) {
-	if d, ok := ref.(name.Digest); ok {
+// resolve returns the digest a reference points to. Digest references need no request unless checkAccess asks
+// to prove that the session's credentials can read the manifest.
+func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference, checkAccess bool) (v1.Hash, error) {
+	if d, ok := ref.(name.Digest); ok && !checkAccess {
 		return v1.NewHash(d.DigestStr())
 	}
 	desc, err := s.head(ctx, ref)
@@ -214,8 +225,9 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	return nil
 }
 
-// source fetches the manifest of src and returns the image or index to push: the source's manifests, with
-// blobs that stream from the source registry (or mount from a backup repository that holds them).
+// source fetches the manifests of src and returns the image or index to push: the source's manifests, with
+// blobs that stream from the source registry (or mount from a backup repository that holds them). It refuses
+// an image larger than MaxImageSize, and an index whose manifests cannot all be read, before any blob moves.
 func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) (remote.Taggable, error) {
 	tr, err := s.reader(ctx, src.Context())
 	if err != nil {
@@ -233,22 +245,32 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 		holders: c.holders,
 		slots:   make(chan struct{}, c.opts.LayerJobs),
 	}
+	var image remote.Taggable
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
 			return nil, err
 		}
-		return &copyIndex{src: idx, blobs: blobs}, nil
+		image = &copyIndex{src: idx, ref: src, blobs: blobs}
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
 			return nil, err
 		}
-		return &copyImage{Image: img, blobs: blobs}, nil
+		image = &copyImage{Image: img, blobs: blobs}
 	default:
 		return nil, Permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
 	}
+	// Every manifest is read, and the size checked, before the push moves any blob.
+	size, err := c.measure(ctx, image)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+	}
+	if err := c.checkSize(orig, size); err != nil {
+		return nil, err
+	}
+	return image, nil
 }
 
 // holds reports whether dst already resolves to digest. A registry only accepts a manifest once everything it

@@ -3,10 +3,13 @@ package registry
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync/atomic"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
@@ -47,6 +50,26 @@ func IsPermanent(err error) bool {
 	return false
 }
 
+// missingManifestError reports a manifest that an image index lists but the registry serving the index does not
+// have: the index was published incompletely, or part of it was deleted (by hand or by garbage collection).
+//
+// It is permanent: the index the user named exists, and is broken at its source, which only its publisher can
+// repair. Reporting it as transient would hold the workload's other images back for a fault that retrying at
+// the controller's pace does not fix; as a permanent error it is still retried with backoff, so a repaired
+// index is backed up without anyone touching the workload. It is not reported as "the image does not exist"
+// either, which would send the user looking for a typo in the name.
+type missingManifestError struct {
+	index name.Digest
+	child v1.Hash
+	err   error
+}
+
+func (e *missingManifestError) Error() string {
+	return fmt.Sprintf("the image index at %s references manifest %s, which the registry does not have: %v", e.index, e.child, e.err)
+}
+
+func (e *missingManifestError) Unwrap() error { return e.err }
+
 func isNotFound(err error) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
@@ -68,6 +91,12 @@ func (r *countingReader) Read(p []byte) (int, error) {
 
 // Explain says in plain words what a copy error means for the user, or "" when the error speaks for itself.
 func Explain(err error) string {
+	// Before the registry's own error, which for a missing child is a 404 like that of a missing image.
+	var missing *missingManifestError
+	if errors.As(err, &missing) {
+		return "the image index is incomplete in the source registry (published partially, or part of it deleted); " +
+			"only its publisher can repair it, retrying with backoff"
+	}
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
 		return ""
@@ -76,7 +105,7 @@ func Explain(err error) string {
 	case terr.StatusCode == http.StatusNotFound:
 		return "the image does not exist in the registry (check the name and tag)"
 	case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
-		return "the registry denied access (check the credentials in --registry-config, or the image's visibility)"
+		return "the registry denied access (check the image's visibility and the credentials: the workload's imagePullSecrets for source images, --registry-config for the backup registry and mirrors)"
 	case terr.StatusCode == http.StatusTooManyRequests:
 		return "the registry is rate limiting requests; retrying with backoff"
 	case terr.StatusCode >= 500:

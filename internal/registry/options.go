@@ -36,6 +36,11 @@ type Options struct {
 	// MountCacheSize bounds how many blobs the copier remembers a backup repository for, to mount them into
 	// other repositories instead of uploading them again (default 10000, about 200 bytes each).
 	MountCacheSize int
+	// MaxImageSize refuses, permanently and before any blob is moved, to copy an image whose distinct blobs
+	// (configs and layers of every platform, as the manifests give their sizes) add up to more than this many
+	// bytes. 0, the default, is no limit. An image the backup already holds is used whatever its size, as
+	// nothing needs to be copied. See ParseMaxImageSize for the flag's format.
+	MaxImageSize int64
 }
 
 // DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.

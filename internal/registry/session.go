@@ -28,6 +28,10 @@ import (
 // go-containerregistry's pusher, which negotiates its own push and mount scopes.
 type session struct {
 	c *Copier
+	// source and sourceKeychain, when set, are the repository a caller's own credentials are used for (see
+	// SourceAuth); every other repository is read with the Copier's keychain.
+	source         name.Repository
+	sourceKeychain authn.Keychain
 
 	mu      sync.Mutex
 	readers map[string]*sessionReader
@@ -43,6 +47,14 @@ func (c *Copier) newSession() *session {
 	return &session{c: c, readers: map[string]*sessionReader{}}
 }
 
+// keychain returns the keychain that reads repo.
+func (s *session) keychain(repo name.Repository) authn.Keychain {
+	if s.sourceKeychain != nil && repo.String() == s.source.String() {
+		return s.sourceKeychain
+	}
+	return s.c.opts.Keychain
+}
+
 // reader returns a transport with pull access to repo. It is a transport.Wrapper, which go-containerregistry
 // uses as it is (remote.WithTransport) instead of pinging the registry again.
 func (s *session) reader(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
@@ -54,7 +66,7 @@ func (s *session) reader(ctx context.Context, repo name.Repository) (http.RoundT
 	}
 	s.mu.Unlock()
 	r.once.Do(func() {
-		auth, err := authn.Resolve(ctx, s.c.opts.Keychain, repo)
+		auth, err := authn.Resolve(ctx, s.keychain(repo), repo)
 		if err != nil {
 			r.err = err
 			return
@@ -98,7 +110,7 @@ func (s *session) headAnonymous(ctx context.Context, ref name.Reference) (desc *
 	if _, tokens := s.c.tokenRegistries.Load(repo.RegistryStr()); tokens {
 		return nil, false, nil
 	}
-	if auth, err := authn.Resolve(ctx, s.c.opts.Keychain, repo); err != nil || auth != authn.Anonymous {
+	if auth, err := authn.Resolve(ctx, s.keychain(repo), repo); err != nil || auth != authn.Anonymous {
 		return nil, false, nil
 	}
 	u := url.URL{Scheme: repo.Scheme(), Host: repo.RegistryStr(), Path: fmt.Sprintf("/v2/%s/manifests/%s", repo.RepositoryStr(), ref.Identifier())}

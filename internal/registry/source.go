@@ -215,10 +215,29 @@ func (i *copyImage) sourceLayer(h v1.Hash) func() (v1.Layer, error) {
 	return func() (v1.Layer, error) { return i.Image.LayerByDigest(h) }
 }
 
-// copyIndex is a source index whose images (and blobs) the pusher reads through a blobSource.
+// copyIndex is a source index whose images (and blobs) the pusher reads through a blobSource. Each child
+// manifest is read once: measure reads them all before the push, and the pusher is handed the same children.
 type copyIndex struct {
 	src   v1.ImageIndex
+	ref   name.Digest // where src is read from, for messages
 	blobs *blobSource
+
+	mu       sync.Mutex
+	children map[childKey]*indexChild
+}
+
+// childKey names a child of an index as the image or as the index it is asked for.
+type childKey struct {
+	digest v1.Hash
+	index  bool
+}
+
+// indexChild is a child manifest of an index, read at most once.
+type indexChild struct {
+	once sync.Once
+	img  *copyImage
+	idx  *copyIndex
+	err  error
 }
 
 var (
@@ -234,20 +253,58 @@ func (x *copyIndex) IndexManifest() (*v1.IndexManifest, error) { return x.src.In
 func (x *copyIndex) RawManifest() ([]byte, error)              { return x.src.RawManifest() }
 func (x *copyIndex) Descriptor() (*v1.Descriptor, error)       { return partial.Descriptor(x.src) }
 
-func (x *copyIndex) Image(h v1.Hash) (v1.Image, error) {
-	img, err := x.src.Image(h)
-	if err != nil {
-		return nil, err
-	}
-	return &copyImage{Image: img, blobs: x.blobs}, nil
+func (x *copyIndex) Image(h v1.Hash) (v1.Image, error) { return x.childImage(h) }
+
+func (x *copyIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) { return x.childIndex(h) }
+
+// childImage returns the child image h, reading its manifest the first time it is asked for.
+func (x *copyIndex) childImage(h v1.Hash) (*copyImage, error) {
+	c := x.child(childKey{digest: h}, func(c *indexChild) {
+		img, err := x.src.Image(h)
+		if err != nil {
+			c.err = x.childError(h, err)
+			return
+		}
+		c.img = &copyImage{Image: img, blobs: x.blobs}
+	})
+	return c.img, c.err
 }
 
-func (x *copyIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
-	idx, err := x.src.ImageIndex(h)
-	if err != nil {
-		return nil, err
+// childIndex returns the child index h, reading its manifest the first time it is asked for.
+func (x *copyIndex) childIndex(h v1.Hash) (*copyIndex, error) {
+	c := x.child(childKey{digest: h, index: true}, func(c *indexChild) {
+		idx, err := x.src.ImageIndex(h)
+		if err != nil {
+			c.err = x.childError(h, err)
+			return
+		}
+		c.idx = &copyIndex{src: idx, ref: x.ref.Context().Digest(h.String()), blobs: x.blobs}
+	})
+	return c.idx, c.err
+}
+
+func (x *copyIndex) child(key childKey, read func(*indexChild)) *indexChild {
+	x.mu.Lock()
+	if x.children == nil {
+		x.children = map[childKey]*indexChild{}
 	}
-	return &copyIndex{src: idx, blobs: x.blobs}, nil
+	c, ok := x.children[key]
+	if !ok {
+		c = &indexChild{}
+		x.children[key] = c
+	}
+	x.mu.Unlock()
+	c.once.Do(func() { read(c) })
+	return c
+}
+
+// childError says which child of the index could not be read. A child the registry does not have is reported
+// as such (see missingManifestError), not as an image that does not exist: the index the user named does.
+func (x *copyIndex) childError(h v1.Hash, err error) error {
+	if isNotFound(err) {
+		return Permanent(&missingManifestError{index: x.ref, child: h, err: err})
+	}
+	return fmt.Errorf("reading manifest %s, listed in the image index at %s: %w", h, x.ref, err)
 }
 
 // Layer returns a child of the index that is neither an image nor an index (an artifact blob).

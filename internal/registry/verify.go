@@ -36,7 +36,10 @@ func (c *Copier) verify(ctx context.Context, s *session, dst name.Tag, want v1.H
 	return v.blobs, nil
 }
 
-// maxIndexDepth stops an index that (directly or indirectly) lists itself.
+// maxIndexDepth bounds how deep indexes may nest below the image's own index (depth 0). Content addressing makes
+// an index that lists itself impossible, but nothing stops a registry from serving indexes nested thousands of
+// levels deep, each level a round trip to read and a level of recursion to copy. measure applies the same bound
+// before the push, so verification never refuses a copy the push made.
 const maxIndexDepth = 8
 
 type verifier struct {
