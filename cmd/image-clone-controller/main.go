@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -30,9 +30,6 @@ import (
 // namespaces and the local registry's (a registry must never depend on a copy of itself).
 const defaultIgnoredNamespaces = "kube-public,kube-node-lease,local-path-storage,registry"
 
-// alwaysIgnoredNamespaces are left alone whatever the flags say.
-var alwaysIgnoredNamespaces = []string{"kube-system"}
-
 type flags struct {
 	backupRegistry          string
 	ignoreNamespaces        string
@@ -43,6 +40,9 @@ type flags struct {
 	registryConfig          string
 	copyTimeout             time.Duration
 	tagCacheTTL             time.Duration
+	maxImageSize            string
+	workloadPullSecrets     bool
+	backupPullSecret        string
 	leaderElect             bool
 	metricsAddr             string
 	probeAddr               string
@@ -81,6 +81,12 @@ func main() {
 	flag.DurationVar(&f.copyTimeout, "copy-timeout", 30*time.Minute, "Time limit for copying and verifying one image.")
 	flag.DurationVar(&f.tagCacheTTL, "tag-cache-ttl", time.Minute,
 		"How long the digest a tag was backed up at is reused for other workloads with the same image without asking the source registry again; 0 asks every time.")
+	flag.StringVar(&f.maxImageSize, "max-image-size", "0",
+		"Largest image copied, as a quantity of bytes (10Gi, 500Mi): the sum of its distinct blobs over every platform, as its manifests give them. Larger images are refused with a Warning Event before any blob is copied. 0 is no limit.")
+	flag.BoolVar(&f.workloadPullSecrets, "workload-pull-secrets", true,
+		"Pull source images with the workload's own imagePullSecrets (and its ServiceAccount's), so a workload is only backed up from images it could pull itself. Needs get on Secrets and ServiceAccounts; false pulls with --registry-config instead.")
+	flag.StringVar(&f.backupPullSecret, "backup-pull-secret", "",
+		"Name of a kubernetes.io/dockerconfigjson Secret in the controller's namespace (POD_NAMESPACE) with read access to a private backup registry: copied into each namespace whose workloads are pointed at the backup and added to their pod templates' imagePullSecrets.")
 	flag.BoolVar(&f.leaderElect, "leader-elect", false,
 		"Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -113,6 +119,9 @@ func run(ctx context.Context, f flags) error {
 		CopyTimeout:         f.copyTimeout,
 		Keychain:            authn.DefaultKeychain,
 	}
+	if copierOpts.MaxImageSize, err = registry.ParseMaxImageSize(f.maxImageSize); err != nil {
+		return fmt.Errorf("--max-image-size: %w", err)
+	}
 	for _, m := range f.sourceMirrors {
 		from, mirror, err := registry.ParseMirror(m)
 		if err != nil {
@@ -131,10 +140,15 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 
-	ignored := slices.Concat(alwaysIgnoredNamespaces, splitList(f.ignoreNamespaces))
 	ownNamespace := os.Getenv("POD_NAMESPACE")
-	if ownNamespace != "" {
-		ignored = append(ignored, ownNamespace)
+	ignored := controller.IgnoredNamespaces(splitList(f.ignoreNamespaces), ownNamespace)
+	if f.backupPullSecret != "" {
+		if errs := validation.IsDNS1123Subdomain(f.backupPullSecret); len(errs) > 0 {
+			return fmt.Errorf("--backup-pull-secret %q is not a Secret name: %s", f.backupPullSecret, strings.Join(errs, "; "))
+		}
+		if ownNamespace == "" {
+			return errors.New("--backup-pull-secret needs POD_NAMESPACE: the namespace that holds the Secret to copy")
+		}
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -158,6 +172,9 @@ func run(ctx context.Context, f flags) error {
 		MaxConcurrentReconciles: f.maxConcurrentReconciles,
 		MaxConcurrentImages:     f.maxConcurrentCopies,
 		TagCacheTTL:             f.tagCacheTTL,
+		WorkloadPullSecrets:     f.workloadPullSecrets,
+		BackupPullSecret:        f.backupPullSecret,
+		OwnNamespace:            ownNamespace,
 	}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}

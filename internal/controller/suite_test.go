@@ -7,6 +7,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +27,16 @@ import (
 
 // ignoredNamespace is on the controller's ignore list in this suite.
 const ignoredNamespace = "ignored-by-flag"
+
+// The suite runs the controller as if deployed in controllerNamespace with --backup-pull-secret, so every
+// workload it points at the backup also gets that pull secret.
+const (
+	controllerNamespace = "image-clone-system"
+	backupPullSecret    = "backup-registry-pull"
+)
+
+// restConfig reaches the envtest API server, for specs that start a manager of their own.
+var restConfig *rest.Config
 
 var (
 	k8sClient client.Client
@@ -48,6 +60,7 @@ var _ = BeforeSuite(func() {
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred(), "starting kube-apiserver and etcd; run `make test`, which installs them")
 	DeferCleanup(testEnv.Stop)
+	restConfig = cfg
 
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
 	Expect(err).NotTo(HaveOccurred())
@@ -65,8 +78,17 @@ var _ = BeforeSuite(func() {
 			"ghcr.io":         {Registry: upstream.Host, Prefix: "ghcr"},
 		},
 	})}
+	createBackupPullSecretSource()
 	startManager(cfg, gate)
 })
+
+// createBackupPullSecretSource creates the controller's namespace and the backup pull secret the controller
+// copies from there.
+func createBackupPullSecretSource() {
+	ctx := context.Background()
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controllerNamespace}})).To(Succeed())
+	Expect(k8sClient.Create(ctx, dockerConfigSecret(controllerNamespace, backupPullSecret, backupReg.Host, "reader", "reader-pass"))).To(Succeed())
+}
 
 func startManager(cfg *rest.Config, copier controller.ImageCopier) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -76,9 +98,12 @@ func startManager(cfg *rest.Config, copier controller.ImageCopier) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(controller.SetupWithManager(mgr, copier, controller.Options{
 		Backup:                  backup,
-		IgnoredNamespaces:       []string{"kube-system", ignoredNamespace},
+		IgnoredNamespaces:       []string{"kube-system", ignoredNamespace, controllerNamespace},
 		MaxConcurrentReconciles: 2,
 		MaxConcurrentImages:     4,
+		WorkloadPullSecrets:     true,
+		BackupPullSecret:        backupPullSecret,
+		OwnNamespace:            controllerNamespace,
 	})).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())

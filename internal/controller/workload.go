@@ -5,6 +5,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -104,18 +105,38 @@ type Options struct {
 	// TagCacheTTL is how long the digest a tag was backed up at is reused for other workloads without asking
 	// the source registry again (see tagCache); 0 asks every time.
 	TagCacheTTL time.Duration
+	// WorkloadPullSecrets pulls source images with the workload's own pull secrets (those of its pod template
+	// and its ServiceAccount) instead of the copier's credentials, so a workload is only backed up from images
+	// it could pull itself. It needs permission to get Secrets and ServiceAccounts.
+	WorkloadPullSecrets bool
+	// BackupPullSecret, if set, names a pull secret for the backup registry in OwnNamespace; it is copied into
+	// every namespace whose workloads are pointed at the backup and added to their pod templates.
+	BackupPullSecret string
+	// OwnNamespace is the controller's namespace, which holds BackupPullSecret.
+	OwnNamespace string
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+//
+// Reading pull secrets (Options.WorkloadPullSecrets) and writing backup pull secrets (Options.BackupPullSecret)
+// need permissions of their own, kept in separate ClusterRoles (config/rbac/pull_secrets_role.yaml,
+// config/components/backup-pull-secret) so that they can be scoped to some namespaces or left out.
 
 // SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
 func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
 	rec := mgr.GetEventRecorder("image-clone-controller")
+	if err := indexBackupServices(context.Background(), mgr.GetFieldIndexer(), opts.Backup); err != nil {
+		return err
+	}
 	if opts.TagCacheTTL > 0 {
 		// One cache for both kinds: a DaemonSet and a Deployment often share images.
 		copier = newTagCache(copier, opts.TagCacheTTL)
+	}
+	if opts.BackupPullSecret != "" && opts.OwnNamespace == "" {
+		return errors.New("a backup pull secret needs the controller's namespace (POD_NAMESPACE), which holds its source")
 	}
 	if err := (&Reconciler[*appsv1.Deployment]{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
@@ -138,6 +159,10 @@ type Reconciler[T client.Object] struct {
 	Kind      Kind[T]
 
 	ignored map[string]bool
+	// pullSecrets is set when sources are pulled with the workload's pull secrets.
+	pullSecrets *pullCredentials
+	// backupSecret is set when the backup registry needs a pull secret.
+	backupSecret *backupPullSecret
 }
 
 // SetupWithManager registers the reconciler as controller "image-clone-<kind>".
@@ -145,6 +170,12 @@ func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 	r.ignored = map[string]bool{}
 	for _, ns := range r.Options.IgnoredNamespaces {
 		r.ignored[ns] = true
+	}
+	if r.Options.WorkloadPullSecrets {
+		r.pullSecrets = &pullCredentials{reader: r.APIReader}
+	}
+	if r.Options.BackupPullSecret != "" {
+		r.backupSecret = &backupPullSecret{client: r.Client, reader: r.APIReader, name: r.Options.BackupPullSecret, source: r.Options.OwnNamespace}
 	}
 	// Filtering at the watch keeps ignored namespaces out of the work queue altogether.
 	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetNamespace()] })
@@ -184,11 +215,20 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		return reconcile.Result{}, err
 	}
 
-	images := r.externalImages(r.Kind.PodTemplate(obj))
-	if len(images) == 0 {
+	template := r.Kind.PodTemplate(obj)
+	images := r.externalImages(template)
+	if len(images) == 0 && !r.lacksBackupPullSecret(&template.Spec) {
 		return reconcile.Result{}, nil
 	}
-	results := r.backUp(ctx, images)
+	var copyOpts []registry.CopyOption
+	if r.pullSecrets != nil && len(images) > 0 {
+		auth, err := r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &template.Spec)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		copyOpts = append(copyOpts, auth)
+	}
+	results := r.backUp(ctx, images, copyOpts)
 
 	rewrites := map[string]string{}
 	var transient, permanent, invalid []string
@@ -219,7 +259,15 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	if len(transient) > 0 {
 		return reconcile.Result{}, fmt.Errorf("backing up %s: will retry", strings.Join(transient, ", "))
 	}
-	if len(rewrites) > 0 {
+	if len(rewrites) > 0 || r.lacksBackupPullSecret(&template.Spec) {
+		if r.backupSecret != nil {
+			if err := r.backupSecret.ensure(ctx, obj.GetNamespace()); err != nil {
+				// Pods could not pull their copies without the secret: point them nowhere yet.
+				r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PatchImages", "%s",
+					eventNote("Cannot point the workload at its backups: "+err.Error()))
+				return reconcile.Result{}, err
+			}
+		}
 		patched, err := r.patch(ctx, obj, rewrites)
 		if err != nil {
 			return reconcile.Result{}, err
@@ -257,7 +305,22 @@ func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
 	if ns.Annotations[IgnoreAnnotation] == "true" {
 		return "namespace has " + IgnoreAnnotation + "=true", nil
 	}
-	return "", nil
+	// Last, because it may read Services.
+	service, err := newBackupServer(r.Options.Backup).serves(ctx, r.Client, obj, r.Kind.PodTemplate(obj))
+	if err != nil || service == "" {
+		return "", err
+	}
+	return "workload serves the backup registry (Service " + service + ")", nil
+}
+
+// lacksBackupPullSecret reports whether the pod template runs images from the backup registry but does not list
+// the backup pull secret, e.g. because the secret was configured after the workload was backed up.
+func (r *Reconciler[T]) lacksBackupPullSecret(spec *corev1.PodSpec) bool {
+	if r.backupSecret == nil || r.backupSecret.references(spec) {
+		return false
+	}
+	return slices.ContainsFunc(slices.Concat(spec.InitContainers, spec.Containers),
+		func(c corev1.Container) bool { return r.Options.Backup.Contains(c.Image) })
 }
 
 // externalImages returns the distinct images of the pod template that do not live in the backup registry yet.
@@ -280,7 +343,7 @@ type backupResult struct {
 	invalid bool // the reference itself is unusable
 }
 
-func (r *Reconciler[T]) backUp(ctx context.Context, images []string) []backupResult {
+func (r *Reconciler[T]) backUp(ctx context.Context, images []string, opts []registry.CopyOption) []backupResult {
 	results := make([]backupResult, len(images))
 	limit := make(chan struct{}, max(1, r.Options.MaxConcurrentImages))
 	var wg sync.WaitGroup
@@ -295,7 +358,7 @@ func (r *Reconciler[T]) backUp(ctx context.Context, images []string) []backupRes
 		wg.Go(func() {
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			results[i].digest, results[i].err = r.Copier.Copy(ctx, mapping.Source, mapping.Target)
+			results[i].digest, results[i].err = r.Copier.Copy(ctx, mapping.Source, mapping.Target, opts...)
 		})
 	}
 	wg.Wait()
@@ -319,8 +382,13 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 	log := ctrl.LoggerFrom(ctx)
 	current := obj
 	for attempt := 1; ; attempt++ {
-		ops, changed := imagePatch(r.Kind.TemplatePath, &r.Kind.PodTemplate(current).Spec, rewrites)
-		if len(changed) == 0 {
+		spec := &r.Kind.PodTemplate(current).Spec
+		ops, changed := imagePatch(r.Kind.TemplatePath, spec, rewrites)
+		addSecret := r.backupSecret != nil && !r.backupSecret.references(spec) && (len(changed) > 0 || r.lacksBackupPullSecret(spec))
+		if addSecret {
+			ops = append(ops, pullSecretPatch(r.Kind.TemplatePath, spec, r.backupSecret.name, current.GetResourceVersion())...)
+		}
+		if len(ops) == 0 {
 			return false, nil // an earlier reconcile (or the user) already changed every image we would rewrite
 		}
 		body, err := json.Marshal(ops)
@@ -336,7 +404,10 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 			for _, image := range changed {
 				log.Info("Pointed workload at backup", "image", image, "backup", rewrites[image])
 			}
-			return true, nil
+			if addSecret {
+				log.Info("Added the backup pull secret to the pod template", "secret", r.backupSecret.name)
+			}
+			return len(changed) > 0, nil
 		}
 		// A failed test comes back as 422 Invalid; a conflict is not expected without a resourceVersion in the
 		// patch, but means the same: the read was stale.
@@ -355,7 +426,22 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 type jsonPatchOp struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
-	Value string `json:"value"`
+	Value any    `json:"value"`
+}
+
+// pullSecretPatch returns the JSON patch operations that add the pull secret secretName to spec (at
+// templatePath in the object). Appending to an existing list needs no guard; creating the list does, since
+// "add" would replace a list someone else created meanwhile, so it is guarded by the resourceVersion read.
+func pullSecretPatch(templatePath string, spec *corev1.PodSpec, secretName, resourceVersion string) []jsonPatchOp {
+	path := templatePath + "/spec/imagePullSecrets"
+	ref := map[string]string{"name": secretName}
+	if len(spec.ImagePullSecrets) > 0 {
+		return []jsonPatchOp{{Op: "add", Path: path + "/-", Value: ref}}
+	}
+	return []jsonPatchOp{
+		{Op: "test", Path: "/metadata/resourceVersion", Value: resourceVersion},
+		{Op: "add", Path: path, Value: []map[string]string{ref}},
+	}
 }
 
 // imagePatch returns the JSON patch operations that point every container of spec (at templatePath in the

@@ -67,6 +67,9 @@ var _ = Describe("backing up workload images", func() {
 			Eventually(templateImages(first)).Should(Equal([]string{backupOf(shared + ":1")}))
 
 			onBackup := newDeployment(ns, "on-backup", nil, []string{backupOf(shared + ":1")})
+			// Without the backup pull secret it would get that added ("adds the secret to a workload that already
+			// runs from the backup").
+			onBackup.Spec.Template.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: backupPullSecret}}
 			Expect(k8sClient.Create(ctx, onBackup)).To(Succeed())
 			sentinel := newDeployment(ns, "sentinel", nil, []string{shared + ":1"})
 			Expect(k8sClient.Create(ctx, sentinel)).To(Succeed())

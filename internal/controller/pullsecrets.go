@@ -1,0 +1,180 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+
+	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+)
+
+// ManagedByLabel marks the backup pull secrets the controller created, which it keeps in step with their source;
+// a Secret of the same name without the label belongs to someone else and is left alone.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// managedBy is the value of ManagedByLabel on the controller's Secrets.
+const managedBy = "image-clone-controller"
+
+// pullCredentials reads the pull secrets of workloads. Secrets are read one by one past the cache, so the
+// controller never holds every Secret of the cluster in memory and only needs to get them, not list them.
+type pullCredentials struct {
+	reader client.Reader
+}
+
+// sourceAuth returns the credentials the workload's pods pull with: the pull secrets of the pod template and of
+// its ServiceAccount, as the kubelet combines them. Secrets that do not exist, cannot be parsed, or that the
+// controller may not read (RBAC scoped to some namespaces) are left out, as the kubelet leaves out the ones it
+// cannot use: the copy then runs with less access, never with more.
+func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (registry.SourceAuth, error) {
+	log := ctrl.LoggerFrom(ctx)
+	names := map[string]bool{}
+	for _, ref := range spec.ImagePullSecrets {
+		names[ref.Name] = true
+	}
+	saName := spec.ServiceAccountName
+	if saName == "" {
+		saName = "default"
+	}
+	sa := &corev1.ServiceAccount{}
+	switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: saName}, sa); {
+	case err == nil:
+		for _, ref := range sa.ImagePullSecrets {
+			names[ref.Name] = true
+		}
+	case apierrors.IsNotFound(err):
+	case apierrors.IsForbidden(err):
+		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
+	default:
+		return registry.SourceAuth{}, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
+	}
+
+	var secrets []corev1.Secret
+	id := sha256.New()
+	for _, secretName := range slices.Sorted(maps.Keys(names)) {
+		if secretName == "" {
+			continue
+		}
+		secret := corev1.Secret{}
+		switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, &secret); {
+		case err == nil:
+		case apierrors.IsNotFound(err):
+			continue
+		case apierrors.IsForbidden(err):
+			log.Info("Not allowed to read a pull secret; pulling without it", "secret", secretName, "error", err.Error())
+			continue
+		default:
+			return registry.SourceAuth{}, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
+		}
+		if _, err := kauth.NewFromPullSecrets(ctx, []corev1.Secret{secret}); err != nil {
+			log.Info("Ignoring a pull secret that is not a valid Docker config", "secret", secretName, "error", err.Error())
+			continue
+		}
+		key, ok := dockerConfigKey(secret)
+		if !ok {
+			continue // not a pull secret; the kubelet ignores it too
+		}
+		secrets = append(secrets, secret)
+		// The ID changes with the content, so rotated credentials prove their access again.
+		fmt.Fprintf(id, "%d:%s:%d:", len(secret.Type), secret.Type, len(secret.Data[key]))
+		id.Write(secret.Data[key])
+	}
+	keychain, err := kauth.NewFromPullSecrets(ctx, secrets)
+	if err != nil {
+		return registry.SourceAuth{}, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
+	}
+	auth := registry.SourceAuth{Keychain: keychain}
+	if len(secrets) > 0 {
+		auth.ID = hex.EncodeToString(id.Sum(nil))
+	}
+	return auth, nil
+}
+
+// dockerConfigKey returns the data key that holds the registry credentials of a pull secret.
+func dockerConfigKey(secret corev1.Secret) (string, bool) {
+	switch {
+	case secret.Type == corev1.SecretTypeDockerConfigJson && len(secret.Data[corev1.DockerConfigJsonKey]) > 0:
+		return corev1.DockerConfigJsonKey, true
+	case secret.Type == corev1.SecretTypeDockercfg && len(secret.Data[corev1.DockerConfigKey]) > 0:
+		return corev1.DockerConfigKey, true
+	}
+	return "", false
+}
+
+// backupPullSecret provides the pull secret of a private backup registry in the namespaces of the workloads
+// that are pointed at it, copied from the Secret of the same name in the controller's own namespace.
+type backupPullSecret struct {
+	client client.Client
+	reader client.Reader
+	// name is the Secret's name, in source's namespace and in every workload namespace.
+	name   string
+	source string // the controller's namespace
+}
+
+// ensure makes the pull secret exist in namespace. A Secret of that name that the controller did not create is
+// used as it is (the operator provides it some other way); one the controller created is kept equal to the
+// source, so rotating the source rotates every copy.
+func (b *backupPullSecret) ensure(ctx context.Context, namespace string) error {
+	src := &corev1.Secret{}
+	if err := b.reader.Get(ctx, types.NamespacedName{Namespace: b.source, Name: b.name}, src); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("backup pull secret %s/%s does not exist: create it (type %s) with read access to the backup registry, or drop --backup-pull-secret", b.source, b.name, corev1.SecretTypeDockerConfigJson)
+		}
+		return fmt.Errorf("reading backup pull secret %s/%s: %w", b.source, b.name, err)
+	}
+	if _, ok := dockerConfigKey(*src); !ok {
+		return fmt.Errorf("backup pull secret %s/%s is of type %q without credentials; want type %s", b.source, b.name, src.Type, corev1.SecretTypeDockerConfigJson)
+	}
+
+	current := &corev1.Secret{}
+	err := b.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: b.name}, current)
+	switch {
+	case apierrors.IsNotFound(err):
+		created := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace:   namespace,
+				Name:        b.name,
+				Labels:      map[string]string{ManagedByLabel: managedBy},
+				Annotations: map[string]string{"image-clone-controller.io/source": b.source + "/" + b.name},
+			},
+			Type: src.Type,
+			Data: src.Data,
+		}
+		if err := b.client.Create(ctx, created, client.FieldOwner(FieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating backup pull secret %s/%s: %w", namespace, b.name, err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Created backup pull secret", "secret", klog.KRef(namespace, b.name))
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading backup pull secret %s/%s: %w", namespace, b.name, err)
+	case current.Labels[ManagedByLabel] != managedBy:
+		return nil // the operator's own Secret
+	case current.Type != src.Type:
+		return fmt.Errorf("backup pull secret %s/%s has type %q but its source %s/%s has %q: delete it to have it created again",
+			namespace, b.name, current.Type, b.source, b.name, src.Type)
+	case maps.EqualFunc(current.Data, src.Data, func(a, b []byte) bool { return string(a) == string(b) }):
+		return nil
+	}
+	current.Data = src.Data
+	if err := b.client.Update(ctx, current, client.FieldOwner(FieldOwner)); err != nil {
+		return fmt.Errorf("updating backup pull secret %s/%s: %w", namespace, b.name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Updated backup pull secret from its source", "secret", klog.KRef(namespace, b.name))
+	return nil
+}
+
+// references reports whether spec already lists the backup pull secret.
+func (b *backupPullSecret) references(spec *corev1.PodSpec) bool {
+	return slices.ContainsFunc(spec.ImagePullSecrets, func(ref corev1.LocalObjectReference) bool { return ref.Name == b.name })
+}
