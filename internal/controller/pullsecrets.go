@@ -36,8 +36,9 @@ type pullCredentials struct {
 // sourceAuth returns the credentials the workload's pods pull with: the pull secrets of the pod template and of
 // its ServiceAccount, as the kubelet combines them. Secrets that do not exist, cannot be parsed, or that the
 // controller may not read (RBAC scoped to some namespaces) are left out, as the kubelet leaves out the ones it
-// cannot use: the copy then runs with less access, never with more.
-func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (registry.SourceAuth, error) {
+// cannot use: the copy then runs with less access, never with more. unused names those secrets and why, for
+// the user to read next to an access error.
+func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth registry.SourceAuth, unused []string, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	names := map[string]bool{}
 	for _, ref := range spec.ImagePullSecrets {
@@ -56,8 +57,9 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 	case apierrors.IsNotFound(err):
 	case apierrors.IsForbidden(err):
 		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
+		unused = append(unused, "ServiceAccount "+saName+" (the controller may not read it)")
 	default:
-		return registry.SourceAuth{}, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
+		return registry.SourceAuth{}, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
 	}
 
 	var secrets []corev1.Secret
@@ -70,20 +72,25 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 		switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, &secret); {
 		case err == nil:
 		case apierrors.IsNotFound(err):
+			unused = append(unused, secretName+" (not found)")
 			continue
 		case apierrors.IsForbidden(err):
 			log.Info("Not allowed to read a pull secret; pulling without it", "secret", secretName, "error", err.Error())
+			unused = append(unused, secretName+" (the controller may not read it)")
 			continue
 		default:
-			return registry.SourceAuth{}, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
+			return registry.SourceAuth{}, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
 		}
 		if _, err := kauth.NewFromPullSecrets(ctx, []corev1.Secret{secret}); err != nil {
 			log.Info("Ignoring a pull secret that is not a valid Docker config", "secret", secretName, "error", err.Error())
+			unused = append(unused, secretName+" (not a valid Docker config)")
 			continue
 		}
 		key, ok := dockerConfigKey(secret)
 		if !ok {
-			continue // not a pull secret; the kubelet ignores it too
+			// Not a pull secret; the kubelet ignores it too.
+			unused = append(unused, fmt.Sprintf("%s (type %s, not a pull secret)", secretName, secret.Type))
+			continue
 		}
 		secrets = append(secrets, secret)
 		// The ID changes with the content, so rotated credentials prove their access again.
@@ -92,13 +99,13 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 	}
 	keychain, err := kauth.NewFromPullSecrets(ctx, secrets)
 	if err != nil {
-		return registry.SourceAuth{}, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
+		return registry.SourceAuth{}, nil, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
 	}
-	auth := registry.SourceAuth{Keychain: keychain}
+	auth = registry.SourceAuth{Keychain: keychain}
 	if len(secrets) > 0 {
 		auth.ID = hex.EncodeToString(id.Sum(nil))
 	}
-	return auth, nil
+	return auth, unused, nil
 }
 
 // dockerConfigKey returns the data key that holds the registry credentials of a pull secret.

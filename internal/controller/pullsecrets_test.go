@@ -82,7 +82,8 @@ var _ = Describe("pull secrets", func() {
 			guesser.Spec.Template.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "wrong"}, {Name: "missing"}}
 			Expect(k8sClient.Create(ctx, guesser)).To(Succeed())
 			Eventually(eventsOf(guesser)).Should(ContainElement(And(
-				HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring("denied access"))))
+				HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring("denied access"),
+				ContainSubstring("Pull secrets not used: missing (not found)"))))
 			Expect(templateImages(guesser)()).To(Equal([]string{image}))
 		})
 

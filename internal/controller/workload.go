@@ -221,12 +221,13 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		return reconcile.Result{}, nil
 	}
 	var copyOpts []registry.CopyOption
+	var unusedSecrets []string
 	if r.pullSecrets != nil && len(images) > 0 {
-		auth, err := r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &template.Spec)
+		auth, unused, err := r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &template.Spec)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
-		copyOpts = append(copyOpts, auth)
+		copyOpts, unusedSecrets = append(copyOpts, auth), unused
 	}
 	results := r.backUp(ctx, images, copyOpts)
 
@@ -253,7 +254,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		// One Event for all the failed images: the events API folds Events of the same type, reason and action
 		// on the same object into one series that keeps the first note only, so one Event per image would show
 		// just one of them (whichever was sent first).
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s", describeFailures(failed))
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s", describeFailures(failed, unusedSecrets))
 	}
 
 	if len(transient) > 0 {
@@ -499,21 +500,28 @@ func describeBackups(results []backupResult) string {
 
 // describeFailures tells the user which images failed, in plain words where possible, and the registry's
 // errors, within the Event note's size limit: when they do not all fit, each gets an equal share.
-func describeFailures(failed []backupResult) string {
+//
+// unusedSecrets are pull secrets the workload names that could not be used; they are mentioned first, since they
+// may be why access was denied.
+func describeFailures(failed []backupResult, unusedSecrets []string) string {
 	const sep = "; "
+	prefix := ""
+	if len(unusedSecrets) > 0 {
+		prefix = cutNote("Pull secrets not used: "+strings.Join(unusedSecrets, ", "), maxEventNote/4) + ". "
+	}
 	notes := make([]string, len(failed))
-	length := len(sep) * (len(failed) - 1)
+	length := len(prefix) + len(sep)*(len(failed)-1)
 	for i, res := range failed {
 		notes[i] = describeFailure(res)
 		length += len(notes[i])
 	}
 	if length > maxEventNote {
-		share := (maxEventNote - len(sep)*(len(failed)-1)) / len(failed)
+		share := (maxEventNote - len(prefix) - len(sep)*(len(failed)-1)) / len(failed)
 		for i := range notes {
 			notes[i] = cutNote(notes[i], share)
 		}
 	}
-	return eventNote(strings.Join(notes, sep))
+	return eventNote(prefix + strings.Join(notes, sep))
 }
 
 // describeFailure tells the user which image failed, in plain words where possible, and the registry's error.
