@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -174,6 +176,22 @@ var _ = Describe("the local cluster", Ordered, func() {
 		out, err := cmd.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		Expect(string(out)).To(ContainSubstring("deployment.apps/image-clone-controller"))
+
+		By("with the backup pull secret component turned on, as the README describes")
+		overlay := GinkgoT().TempDir()
+		abs, err := filepath.Abs(filepath.Join(root, "config"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.Symlink(abs, filepath.Join(overlay, "config"))).To(Succeed())
+		Expect(os.MkdirAll(filepath.Join(overlay, "with-component"), 0o755)).To(Succeed())
+		Expect(os.WriteFile(filepath.Join(overlay, "with-component", "kustomization.yaml"), []byte(
+			"resources:\n- ../config/default\ncomponents:\n- ../config/components/backup-pull-secret\n"), 0o644)).To(Succeed())
+		cmd = exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-k", filepath.Join(overlay, "with-component"))
+		out, err = cmd.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(string(out)).To(ContainSubstring("clusterrole.rbac.authorization.k8s.io/image-clone-controller-backup-pull-secret"))
+		rendered, err := exec.Command("kubectl", "kustomize", filepath.Join(overlay, "with-component")).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(rendered))
+		Expect(string(rendered)).To(ContainSubstring("--backup-pull-secret=backup-registry-pull"))
 	})
 })
 
