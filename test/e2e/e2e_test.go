@@ -182,9 +182,9 @@ var _ = Describe("the local cluster", Ordered, func() {
 		abs, err := filepath.Abs(filepath.Join(root, "config"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(os.Symlink(abs, filepath.Join(overlay, "config"))).To(Succeed())
-		Expect(os.MkdirAll(filepath.Join(overlay, "with-component"), 0o755)).To(Succeed())
+		Expect(os.MkdirAll(filepath.Join(overlay, "with-component"), 0o750)).To(Succeed())
 		Expect(os.WriteFile(filepath.Join(overlay, "with-component", "kustomization.yaml"), []byte(
-			"resources:\n- ../config/default\ncomponents:\n- ../config/components/backup-pull-secret\n"), 0o644)).To(Succeed())
+			"resources:\n- ../config/default\ncomponents:\n- ../config/components/backup-pull-secret\n"), 0o600)).To(Succeed())
 		cmd = exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-k", filepath.Join(overlay, "with-component"))
 		out, err = cmd.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
