@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
 var _ = Describe("bad input", func() {
@@ -75,6 +76,34 @@ var _ = Describe("bad input", func() {
 			ContainSubstring("references manifest "+missing.String()+", which the registry does not have"),
 		)))
 		Expect(inBackup(broken)).To(BeFalse(), "no backup tag for the broken index")
+	})
+
+	It("refuses an image larger than --max-image-size before moving a blob, and backs up the other images", func() {
+		large := unique("too-large") + ":1"
+		pushUpstream("library/" + large) // two platforms of two 1 KiB layers: over 4 KiB
+		limited := copierOptions()
+		limited.MaxImageSize = 4 << 10
+		DeferCleanup(gate.Route(large, registry.New(limited)))
+		good := unique("good-neighbour") + ":1"
+		pushUpstream("library/" + good)
+		upstream.ResetRequests()
+		ns := newNamespace(nil)
+		d := newDeployment(ns, "app", nil, []string{large, good})
+		Expect(k8sClient.Create(ctx, d)).To(Succeed())
+
+		Eventually(templateImages(d)).Should(Equal([]string{large, backupOf(good)}))
+		Eventually(eventsOf(d)).Should(ContainElement(And(
+			HavePrefix("Warning "+controller.ReasonBackupFailed),
+			ContainSubstring("Cannot back up image "+large),
+			MatchRegexp(`is [0-9.]+ KiB \([0-9]+ bytes\), larger than --max-image-size allows \(4 KiB\)`),
+		)))
+		Expect(inBackup(large)).To(BeFalse(), "no backup tag for the refused image")
+		repo := "/" + strings.TrimSuffix(large, ":1") + "/"
+		for _, req := range upstream.Requests() {
+			if strings.Contains(req.Path, repo) {
+				Expect(req.IsBlob()).To(BeFalse(), "no blob of the refused image is read: %+v", req)
+			}
+		}
 	})
 
 	It("refuses indexes nested 50 levels deep and backs up the other images", func() {

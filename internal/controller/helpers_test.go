@@ -22,13 +22,14 @@ import (
 )
 
 // gatedCopier wraps the real copier so that a spec can hold the copy of one image, e.g. to edit a workload
-// while its copy is running.
+// while its copy is running, or have one image copied by a copier configured differently.
 type gatedCopier struct {
 	next controller.ImageCopier
 
 	mu      sync.Mutex
 	gates   map[string]chan struct{}
 	waiting map[string]bool
+	routes  map[string]controller.ImageCopier
 }
 
 func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...registry.CopyOption) (v1.Hash, error) {
@@ -36,6 +37,10 @@ func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag
 	gate := g.gates[src.String()]
 	if gate != nil {
 		g.waiting[src.String()] = true
+	}
+	next := g.next
+	if route, ok := g.routes[src.String()]; ok {
+		next = route
 	}
 	g.mu.Unlock()
 	if gate != nil {
@@ -45,7 +50,23 @@ func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag
 			return v1.Hash{}, ctx.Err()
 		}
 	}
-	return g.next.Copy(ctx, src, dst, opts...)
+	return next.Copy(ctx, src, dst, opts...)
+}
+
+// Route has copies of image made by copier until the returned function is called.
+func (g *gatedCopier) Route(image string, copier controller.ImageCopier) (undo func()) {
+	src := mustMap(image).Source.String()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.routes == nil {
+		g.routes = map[string]controller.ImageCopier{}
+	}
+	g.routes[src] = copier
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.routes, src)
+	}
 }
 
 // Hold makes copies of image wait until the returned release function is called.

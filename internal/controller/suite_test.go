@@ -72,15 +72,21 @@ var _ = BeforeSuite(func() {
 	backup, err = imageref.ParseBackup(backupReg.Host + "/backup")
 	Expect(err).NotTo(HaveOccurred())
 
-	gate = &gatedCopier{next: registry.New(registry.Options{
+	gate = &gatedCopier{next: registry.New(copierOptions())}
+	createBackupPullSecretSource()
+	startManager(cfg, gate)
+})
+
+// copierOptions are the options of the suite's copier: Docker Hub and ghcr.io are served by the upstream
+// registry.
+func copierOptions() registry.Options {
+	return registry.Options{
 		Mirrors: map[string]registry.Mirror{
 			"index.docker.io": {Registry: upstream.Host},
 			"ghcr.io":         {Registry: upstream.Host, Prefix: "ghcr"},
 		},
-	})}
-	createBackupPullSecretSource()
-	startManager(cfg, gate)
-})
+	}
+}
 
 // createBackupPullSecretSource creates the controller's namespace and the backup pull secret the controller
 // copies from there.
