@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"time"
 
 	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	corev1 "k8s.io/api/core/v1"
@@ -127,6 +129,34 @@ type backupPullSecret struct {
 	// name is the Secret's name, in source's namespace and in every workload namespace.
 	name   string
 	source string // the controller's namespace
+
+	// every is how often at most refresh checks one namespace's copy, so that the workloads of a namespace
+	// reconciled together (at startup, say) cost two reads, not two each.
+	every time.Duration
+
+	mu sync.Mutex
+	// checked holds when each namespace's copy was last made equal to the source.
+	checked map[string]time.Time
+}
+
+// refresh is ensure, skipped if namespace's copy was checked less than b.every ago.
+func (b *backupPullSecret) refresh(ctx context.Context, namespace string) error {
+	b.mu.Lock()
+	last, ok := b.checked[namespace]
+	b.mu.Unlock()
+	if ok && time.Since(last) < b.every {
+		return nil
+	}
+	return b.ensure(ctx, namespace)
+}
+
+func (b *backupPullSecret) markChecked(namespace string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.checked == nil {
+		b.checked = map[string]time.Time{}
+	}
+	b.checked[namespace] = time.Now()
 }
 
 // ensure makes the pull secret exist in namespace. A Secret of that name that the controller did not create is
@@ -162,15 +192,18 @@ func (b *backupPullSecret) ensure(ctx context.Context, namespace string) error {
 			return fmt.Errorf("creating backup pull secret %s/%s: %w", namespace, b.name, err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Created backup pull secret", "secret", klog.KRef(namespace, b.name))
+		b.markChecked(namespace)
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading backup pull secret %s/%s: %w", namespace, b.name, err)
 	case current.Labels[ManagedByLabel] != managedBy:
+		b.markChecked(namespace)
 		return nil // the operator's own Secret
 	case current.Type != src.Type:
 		return fmt.Errorf("backup pull secret %s/%s has type %q but its source %s/%s has %q: delete it to have it created again",
 			namespace, b.name, current.Type, b.source, b.name, src.Type)
 	case maps.EqualFunc(current.Data, src.Data, func(a, b []byte) bool { return string(a) == string(b) }):
+		b.markChecked(namespace)
 		return nil
 	}
 	current.Data = src.Data
@@ -178,6 +211,7 @@ func (b *backupPullSecret) ensure(ctx context.Context, namespace string) error {
 		return fmt.Errorf("updating backup pull secret %s/%s: %w", namespace, b.name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Updated backup pull secret from its source", "secret", klog.KRef(namespace, b.name))
+	b.markChecked(namespace)
 	return nil
 }
 

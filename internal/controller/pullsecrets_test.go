@@ -122,6 +122,45 @@ var _ = Describe("pull secrets", func() {
 			Expect(copied.Labels).To(HaveKeyWithValue(controller.ManagedByLabel, "image-clone-controller"))
 		})
 
+		It("brings a rotated or deleted copy back in line when a workload of the namespace is reconciled", func() {
+			image := unique("public") + ":1"
+			pushUpstream("library/" + image)
+			ns := newNamespace(nil)
+			d := newDeployment(ns, "app", nil, []string{image})
+			Expect(k8sClient.Create(ctx, d)).To(Succeed())
+			Eventually(templateImages(d)).Should(Equal([]string{backupOf(image)}))
+			copied := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: backupPullSecret}, copied)).To(Succeed())
+
+			By("rotating the source")
+			source := &corev1.Secret{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: controllerNamespace, Name: backupPullSecret}, source)).To(Succeed())
+			original := source.Data
+			source.Data = dockerConfigSecret("", "", backupReg.Host, "reader", "rotated-pass").Data
+			Expect(k8sClient.Update(ctx, source)).To(Succeed())
+			DeferCleanup(func() {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(source), source)).To(Succeed())
+				source.Data = original
+				Expect(k8sClient.Update(ctx, source)).To(Succeed())
+			})
+			touch := func(value string) {
+				GinkgoHelper()
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d)).To(Succeed())
+				d.Annotations = map[string]string{"example.com/touched": value}
+				Expect(k8sClient.Update(ctx, d)).To(Succeed())
+			}
+			touch("1")
+			Eventually(func() map[string][]byte {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(copied), copied)).To(Succeed())
+				return copied.Data
+			}).Should(Equal(source.Data))
+
+			By("deleting the copy")
+			Expect(k8sClient.Delete(ctx, copied)).To(Succeed())
+			touch("2")
+			Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(copied), &corev1.Secret{}) }).Should(Succeed())
+		})
+
 		It("keeps a Secret of that name that the operator provided", func() {
 			image := unique("public") + ":1"
 			pushUpstream("library/" + image)

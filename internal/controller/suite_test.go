@@ -110,6 +110,8 @@ func startManager(cfg *rest.Config, copier controller.ImageCopier) {
 		WorkloadPullSecrets:     true,
 		BackupPullSecret:        backupPullSecret,
 		OwnNamespace:            controllerNamespace,
+		// Every reconcile compares the copies with the source, so specs can see a rotation applied at once.
+		BackupPullSecretRefresh: time.Nanosecond,
 	})).To(Succeed())
 
 	ctx, cancel := context.WithCancel(context.Background())

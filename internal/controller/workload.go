@@ -114,6 +114,9 @@ type Options struct {
 	BackupPullSecret string
 	// OwnNamespace is the controller's namespace, which holds BackupPullSecret.
 	OwnNamespace string
+	// BackupPullSecretRefresh is how often at most a namespace's copy of BackupPullSecret is compared with its
+	// source when a workload already on the backup is reconciled (default 1m).
+	BackupPullSecretRefresh time.Duration
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
@@ -175,7 +178,12 @@ func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 		r.pullSecrets = &pullCredentials{reader: r.APIReader}
 	}
 	if r.Options.BackupPullSecret != "" {
-		r.backupSecret = &backupPullSecret{client: r.Client, reader: r.APIReader, name: r.Options.BackupPullSecret, source: r.Options.OwnNamespace}
+		every := r.Options.BackupPullSecretRefresh
+		if every <= 0 {
+			every = time.Minute
+		}
+		r.backupSecret = &backupPullSecret{client: r.Client, reader: r.APIReader, name: r.Options.BackupPullSecret,
+			source: r.Options.OwnNamespace, every: every}
 	}
 	// Filtering at the watch keeps ignored namespaces out of the work queue altogether.
 	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetNamespace()] })
@@ -218,7 +226,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	template := r.Kind.PodTemplate(obj)
 	images := r.externalImages(template)
 	if len(images) == 0 && !r.lacksBackupPullSecret(&template.Spec) {
-		return reconcile.Result{}, nil
+		return reconcile.Result{}, r.refreshBackupPullSecret(ctx, obj, &template.Spec)
 	}
 	var copyOpts []registry.CopyOption
 	var unusedSecrets []string
@@ -317,11 +325,29 @@ func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
 // lacksBackupPullSecret reports whether the pod template runs images from the backup registry but does not list
 // the backup pull secret, e.g. because the secret was configured after the workload was backed up.
 func (r *Reconciler[T]) lacksBackupPullSecret(spec *corev1.PodSpec) bool {
-	if r.backupSecret == nil || r.backupSecret.references(spec) {
-		return false
-	}
+	return r.backupSecret != nil && !r.backupSecret.references(spec) && r.usesBackup(spec)
+}
+
+// usesBackup reports whether any container of spec runs an image from the backup registry.
+func (r *Reconciler[T]) usesBackup(spec *corev1.PodSpec) bool {
 	return slices.ContainsFunc(slices.Concat(spec.InitContainers, spec.Containers),
 		func(c corev1.Container) bool { return r.Options.Backup.Contains(c.Image) })
+}
+
+// refreshBackupPullSecret keeps the namespace's copy of the backup pull secret in place and current for a workload
+// that already runs from the backup: a rotated source, or a deleted copy, is fixed when a workload of the
+// namespace is reconciled (every workload is, when the controller starts), at most once per
+// Options.BackupPullSecretRefresh and namespace.
+func (r *Reconciler[T]) refreshBackupPullSecret(ctx context.Context, obj T, spec *corev1.PodSpec) error {
+	if r.backupSecret == nil || !r.backupSecret.references(spec) || !r.usesBackup(spec) {
+		return nil
+	}
+	if err := r.backupSecret.refresh(ctx, obj.GetNamespace()); err != nil {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PullSecret", "%s",
+			eventNote("Cannot keep the backup pull secret of this namespace in place: "+err.Error()))
+		return err
+	}
+	return nil
 }
 
 // externalImages returns the distinct images of the pod template that do not live in the backup registry yet.
