@@ -204,11 +204,12 @@ func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile backs up one workload's images:
-//  1. skip workloads that are ignored or being deleted;
+//  1. skip workloads that are ignored, being deleted, or serve the backup registry;
 //  2. map every external image of containers and initContainers to its backup reference;
-//  3. copy the images, each verified complete before it counts;
-//  4. patch all safely backed-up images in one patch (optimistic locking; only image fields change);
-//  5. report failures as Warning events and retry with backoff.
+//  3. copy the images with the workload's own pull credentials, each verified complete before it counts;
+//  4. provide the backup pull secret, if configured, in the workload's namespace;
+//  5. patch all safely backed-up images (and that secret) in one patch (each image field guarded by a test);
+//  6. report failures as Warning events and retry with backoff.
 //
 // While any image fails transiently nothing is patched, so the workload rolls out once, not once per image.
 // Images that can never be copied as they stand are reported and do not hold the others back.
@@ -228,14 +229,9 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	if len(images) == 0 && !r.lacksBackupPullSecret(&template.Spec) {
 		return reconcile.Result{}, r.refreshBackupPullSecret(ctx, obj, &template.Spec)
 	}
-	var copyOpts []registry.CopyOption
-	var unusedSecrets []string
-	if r.pullSecrets != nil && len(images) > 0 {
-		auth, unused, err := r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &template.Spec)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		copyOpts, unusedSecrets = append(copyOpts, auth), unused
+	copyOpts, unusedSecrets, err := r.sourceCredentials(ctx, obj, images)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	results := r.backUp(ctx, images, copyOpts)
 
@@ -269,21 +265,8 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		return reconcile.Result{}, fmt.Errorf("backing up %s: will retry", strings.Join(transient, ", "))
 	}
 	if len(rewrites) > 0 || r.lacksBackupPullSecret(&template.Spec) {
-		if r.backupSecret != nil {
-			if err := r.backupSecret.ensure(ctx, obj.GetNamespace()); err != nil {
-				// Pods could not pull their copies without the secret: point them nowhere yet.
-				r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PatchImages", "%s",
-					eventNote("Cannot point the workload at its backups: "+err.Error()))
-				return reconcile.Result{}, err
-			}
-		}
-		patched, err := r.patch(ctx, obj, rewrites)
-		if err != nil {
+		if err := r.pointAtBackups(ctx, obj, rewrites, results); err != nil {
 			return reconcile.Result{}, err
-		}
-		if patched {
-			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s",
-				describeBackups(results))
 		}
 	}
 	if len(permanent) > 0 {
@@ -320,6 +303,40 @@ func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
 		return "", err
 	}
 	return "workload serves the backup registry (Service " + service + ")", nil
+}
+
+// sourceCredentials returns the copy options that make the copier pull images with the workload's own
+// credentials, and the workload's pull secrets that could not be used, for the user to see.
+func (r *Reconciler[T]) sourceCredentials(ctx context.Context, obj T, images []string) ([]registry.CopyOption, []string, error) {
+	if r.pullSecrets == nil || len(images) == 0 {
+		return nil, nil, nil
+	}
+	auth, unused, err := r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &r.Kind.PodTemplate(obj).Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []registry.CopyOption{auth}, unused, nil
+}
+
+// pointAtBackups provides the backup pull secret, if configured, and patches the workload to the copies.
+func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, rewrites map[string]string, results []backupResult) error {
+	if r.backupSecret != nil {
+		if err := r.backupSecret.ensure(ctx, obj.GetNamespace()); err != nil {
+			// Pods could not pull their copies without the secret: point them nowhere yet.
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PatchImages", "%s",
+				eventNote("Cannot point the workload at its backups: "+err.Error()))
+			return err
+		}
+	}
+	patched, err := r.patch(ctx, obj, rewrites)
+	if err != nil {
+		return err
+	}
+	if patched {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s",
+			describeBackups(results))
+	}
+	return nil
 }
 
 // lacksBackupPullSecret reports whether the pod template runs images from the backup registry but does not list
