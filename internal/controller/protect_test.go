@@ -29,6 +29,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
 )
 
 // These specs run a manager of their own. The suite's backup registry is a real registry on 127.0.0.1, and no
@@ -344,17 +345,8 @@ func startSpecManager(backupHost, ownNamespace, id string) (imageref.Backup, *re
 		MaxConcurrentImages:     1,
 	})).To(Succeed())
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
-	DeferCleanup(func() {
-		cancel()
-		<-done
-	})
+	stop := managertest.Start(mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 	return b, copier
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
 )
@@ -114,15 +115,6 @@ func startManager(cfg *rest.Config, copier controller.ImageCopier) {
 		BackupPullSecretRefresh: time.Nanosecond,
 	})).To(Succeed())
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
-	DeferCleanup(func() {
-		cancel()
-		<-done
-	})
+	stop := managertest.Start(mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 }

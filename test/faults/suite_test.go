@@ -4,7 +4,6 @@
 package faults
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
 )
@@ -85,15 +85,6 @@ var _ = BeforeSuite(func() {
 		MaxConcurrentReconciles: 4,
 		MaxConcurrentImages:     4,
 	})).To(Succeed())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
-	DeferCleanup(func() {
-		cancel()
-		<-done
-	})
+	stop := managertest.Start(mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 })
