@@ -6,14 +6,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
 // pushIncompleteIndex pushes a two-platform index to the upstream registry at repoTag, as pushUpstream does,
@@ -39,14 +37,8 @@ func pushIncompleteIndex(repoTag string) (missing v1.Hash) {
 // repoTag.
 func pushNestedIndex(repoTag string, levels int) {
 	GinkgoHelper()
-	img, err := random.Image(1024, 1)
+	idx, err := registrytest.NestedIndex(levels)
 	Expect(err).NotTo(HaveOccurred())
-	var child mutate.Appendable = img
-	var idx v1.ImageIndex
-	for range levels {
-		idx = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: child})
-		child = idx
-	}
 	_, err = upstream.WriteIndex(repoTag, idx)
 	Expect(err).NotTo(HaveOccurred())
 }

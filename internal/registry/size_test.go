@@ -350,14 +350,8 @@ func indexOfIndexes() v1.ImageIndex {
 // nestedIndex is an image wrapped in levels indexes, each listing the next.
 func nestedIndex(levels int) v1.ImageIndex {
 	GinkgoHelper()
-	img, err := random.Image(1024, 1)
+	idx, err := registrytest.NestedIndex(levels)
 	Expect(err).NotTo(HaveOccurred())
-	var child mutate.Appendable = img
-	var idx v1.ImageIndex
-	for range levels {
-		idx = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: child})
-		child = idx
-	}
 	return idx
 }
 

@@ -44,6 +44,21 @@ func RandomIndex(layers int, layerSize int64) (v1.ImageIndex, error) {
 	return idx, nil
 }
 
+// NestedIndex builds a random one-layer image wrapped in levels OCI indexes, each listing the next.
+func NestedIndex(levels int) (v1.ImageIndex, error) {
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		return nil, err
+	}
+	var child mutate.Appendable = img
+	var idx v1.ImageIndex
+	for range levels {
+		idx = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: child})
+		child = idx
+	}
+	return idx, nil
+}
+
 // ExtendIndex returns an index with the platforms of base, whose images have the layers of base's images
 // followed by layers new random layers of layerSize bytes each, as an image built on top of another has.
 func ExtendIndex(base v1.ImageIndex, layers int, layerSize int64) (v1.ImageIndex, error) {
