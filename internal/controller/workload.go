@@ -115,7 +115,7 @@ type Options struct {
 	// OwnNamespace is the controller's namespace, which holds BackupPullSecret.
 	OwnNamespace string
 	// BackupPullSecretRefresh is how often at most a namespace's copy of BackupPullSecret is compared with its
-	// source when a workload already on the backup is reconciled (default 1m).
+	// source, as workloads of the namespace are patched or reconciled (default 1m).
 	BackupPullSecretRefresh time.Duration
 }
 
@@ -321,7 +321,9 @@ func (r *Reconciler[T]) sourceCredentials(ctx context.Context, obj T, images []s
 // pointAtBackups provides the backup pull secret, if configured, and patches the workload to the copies.
 func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, rewrites map[string]string, results []backupResult) error {
 	if r.backupSecret != nil {
-		if err := r.backupSecret.ensure(ctx, obj.GetNamespace()); err != nil {
+		// Workloads of one namespace are often patched together (a new namespace, a controller start): the
+		// namespace's copy is checked once per BackupPullSecretRefresh, not once per workload.
+		if err := r.backupSecret.refresh(ctx, obj.GetNamespace()); err != nil {
 			// Pods could not pull their copies without the secret: point them nowhere yet.
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PatchImages", "%s",
 				eventNote("Cannot point the workload at its backups: "+err.Error()))
