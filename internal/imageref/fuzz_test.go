@@ -100,6 +100,11 @@ func checkMap(t *testing.T, b imageref.Backup, image string) {
 		t.Fatalf("Map(%q): source %q but digest %q", image, m.Source, m.Digest)
 	}
 
+	// Unmap finds the mapping again from what the controller writes into pod templates.
+	if back, err := b.Unmap(m.PodImage()); err != nil || back.PodImage() != m.PodImage() || back.Source.Name() != m.Source.Name() {
+		t.Fatalf("Unmap(Map(%q).PodImage()) = %v, %v; want the mapping back", image, back, err)
+	}
+
 	// The target and the pod image are valid, strict references inside the backup.
 	target := m.Target.Name()
 	if !strings.HasPrefix(target, b.String()+"/") {

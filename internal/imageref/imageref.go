@@ -312,6 +312,29 @@ func (b Backup) SourceFromTarget(target string) (string, error) {
 	return m.Source.Name(), nil
 }
 
+// Unmap returns the Mapping that produced podImage, a pod image the controller wrote (Mapping.PodImage): the
+// backup target, with the "@digest" suffix of a digest pin, mapped back to its source. It errors for images in
+// the backup registry that Map did not produce, which are no copies of the controller's.
+//
+//	<B>/index_docker_io/library/nginx:1.25                   → source index.docker.io/library/nginx:1.25
+//	<B>/ghcr_io/org/app:sha256_<hex>@sha256:<hex>            → source ghcr.io/org/app@sha256:<hex>
+//	<B>/ghcr_io/org/app:sha256_<hex>@sha256:<other hex>      → error: the pin and the tag disagree
+func (b Backup) Unmap(podImage string) (Mapping, error) {
+	target, pin, pinned := strings.Cut(podImage, "@")
+	source, err := b.SourceFromTarget(target)
+	if err != nil {
+		return Mapping{}, err
+	}
+	m, err := b.Map(source)
+	if err != nil {
+		return Mapping{}, err
+	}
+	if pinned && pin != m.Digest {
+		return Mapping{}, fmt.Errorf("invalid backup reference %q: the digest %q is not the one its tag names", podImage, pin)
+	}
+	return m, nil
+}
+
 // source is a parsed and normalized pod image reference.
 type source struct {
 	ref  name.Reference // as parsed by go-containerregistry

@@ -118,7 +118,30 @@ func TestMap(t *testing.T) {
 				if src != tc.source {
 					t.Errorf("SourceFromTarget = %q, want %q", src, tc.source)
 				}
+				back, err := b.Unmap(m.PodImage())
+				if err != nil {
+					t.Fatalf("Unmap(%q): %v", m.PodImage(), err)
+				}
+				if back.Source.Name() != tc.source || back.PodImage() != m.PodImage() {
+					t.Errorf("Unmap(%q) = %q → %q, want %q → %q", m.PodImage(), back.Source, back.PodImage(), tc.source, m.PodImage())
+				}
 			})
+		}
+	}
+}
+
+// TestUnmapErrors lists backup-registry images that the controller did not write, which Unmap refuses.
+func TestUnmapErrors(t *testing.T) {
+	b := mustBackup(t, backupPrefix)
+	for _, image := range []string{
+		"nginx:1.25",                                  // not in the backup registry
+		backupPrefix + "/nginx:1.25",                  // no encoded registry
+		backupPrefix + "/not_a_host_/library/nginx:1", // a registry that does not decode
+		"registry.example.com/backup/other/x/nginx:1", // beside the prefix, not below it
+		backupPrefix + "/ghcr_io/org/app:sha256_" + hex256 + "@sha256:" + strings.Repeat("f", 64), // pin and tag disagree
+	} {
+		if m, err := b.Unmap(image); err == nil {
+			t.Errorf("Unmap(%q) = %q, want an error", image, m.Source)
 		}
 	}
 }
