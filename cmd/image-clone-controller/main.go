@@ -78,9 +78,9 @@ func main() {
 		"HOST[:PORT] spoken to over plain HTTP (backup registry or mirror). Repeatable.")
 	flag.StringVar(&f.registryConfig, "registry-config", "",
 		"Docker config file with registry credentials, e.g. a mounted kubernetes.io/dockerconfigjson Secret. Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json if present.")
-	flag.DurationVar(&f.copyTimeout, "copy-timeout", 30*time.Minute, "Time limit for copying and verifying one image.")
+	flag.DurationVar(&f.copyTimeout, "copy-timeout", 30*time.Minute, "Time limit for backing up one image: resolving its tag, checking the backup, copying and verifying.")
 	flag.DurationVar(&f.tagCacheTTL, "tag-cache-ttl", time.Minute,
-		"How long the digest a tag was backed up at is reused for other workloads with the same image without asking the source registry again; 0 asks every time.")
+		"How long the digest a source tag resolved to is reused for other workloads with the same image (and pull credentials) without asking the source registry again; 0 asks every time. The backup registry is asked on every reconcile regardless.")
 	flag.StringVar(&f.maxImageSize, "max-image-size", "0",
 		"Largest image copied, as a quantity of bytes (10Gi, 500Mi): the sum of its distinct blobs over every platform, as its manifests give them. Larger images are refused with a Warning Event before any blob is copied. 0 is no limit.")
 	flag.BoolVar(&f.workloadPullSecrets, "workload-pull-secrets", true,
@@ -117,6 +117,7 @@ func run(ctx context.Context, f flags) error {
 		Insecure:            f.insecureRegistries,
 		MaxConcurrentCopies: f.maxConcurrentCopies,
 		CopyTimeout:         f.copyTimeout,
+		TagCacheTTL:         f.tagCacheTTL,
 		Keychain:            authn.DefaultKeychain,
 	}
 	if copierOpts.MaxImageSize, err = registry.ParseMaxImageSize(f.maxImageSize); err != nil {
@@ -171,7 +172,6 @@ func run(ctx context.Context, f flags) error {
 		IgnoredNamespaces:       ignored,
 		MaxConcurrentReconciles: f.maxConcurrentReconciles,
 		MaxConcurrentImages:     f.maxConcurrentCopies,
-		TagCacheTTL:             f.tagCacheTTL,
 		WorkloadPullSecrets:     f.workloadPullSecrets,
 		BackupPullSecret:        f.backupPullSecret,
 		OwnNamespace:            ownNamespace,

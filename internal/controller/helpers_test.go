@@ -32,7 +32,8 @@ type gatedCopier struct {
 	routes  map[string]controller.ImageCopier
 }
 
-func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...registry.CopyOption) (v1.Hash, error) {
+func (g *gatedCopier) Copy(ctx context.Context, req registry.CopyRequest) (v1.Hash, error) {
+	src := req.Source
 	g.mu.Lock()
 	gate := g.gates[src.String()]
 	if gate != nil {
@@ -50,7 +51,7 @@ func (g *gatedCopier) Copy(ctx context.Context, src name.Reference, dst name.Tag
 			return v1.Hash{}, ctx.Err()
 		}
 	}
-	return next.Copy(ctx, src, dst, opts...)
+	return next.Copy(ctx, req)
 }
 
 // Route has copies of image made by copier until the returned function is called.

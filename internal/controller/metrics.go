@@ -11,12 +11,6 @@ var workloadsPatched = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Workloads whose pod template was pointed at backup images, by kind.",
 }, []string{"kind"})
 
-var tagCacheHits = prometheus.NewCounter(prometheus.CounterOpts{
-	Namespace: "image_clone",
-	Name:      "tag_cache_hits_total",
-	Help:      "Images of workloads whose tag was backed up within --tag-cache-ttl, answered without any registry request.",
-})
-
 func init() {
-	metrics.Registry.MustRegister(workloadsPatched, tagCacheHits)
+	metrics.Registry.MustRegister(workloadsPatched)
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -382,7 +381,8 @@ type recordingCopier struct {
 	sources []string
 }
 
-func (c *recordingCopier) Copy(_ context.Context, src name.Reference, _ name.Tag, _ ...registry.CopyOption) (v1.Hash, error) {
+func (c *recordingCopier) Copy(_ context.Context, req registry.CopyRequest) (v1.Hash, error) {
+	src := req.Source
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sources = append(c.sources, src.String())

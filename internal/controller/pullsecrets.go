@@ -40,7 +40,7 @@ type pullCredentials struct {
 // controller may not read (RBAC scoped to some namespaces) are left out, as the kubelet leaves out the ones it
 // cannot use: the copy then runs with less access, never with more. unused names those secrets and why, for
 // the user to read next to an access error.
-func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth registry.SourceAuth, unused []string, err error) {
+func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	names := map[string]bool{}
 	for _, ref := range spec.ImagePullSecrets {
@@ -61,7 +61,7 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
 		unused = append(unused, "ServiceAccount "+saName+" (the controller may not read it)")
 	default:
-		return registry.SourceAuth{}, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
+		return nil, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
 	}
 
 	var secrets []corev1.Secret
@@ -81,7 +81,7 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 			unused = append(unused, secretName+" (the controller may not read it)")
 			continue
 		default:
-			return registry.SourceAuth{}, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
+			return nil, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
 		}
 		if _, err := kauth.NewFromPullSecrets(ctx, []corev1.Secret{secret}); err != nil {
 			log.Info("Ignoring a pull secret that is not a valid Docker config", "secret", secretName, "error", err.Error())
@@ -101,9 +101,9 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 	}
 	keychain, err := kauth.NewFromPullSecrets(ctx, secrets)
 	if err != nil {
-		return registry.SourceAuth{}, nil, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
+		return nil, nil, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
 	}
-	auth = registry.SourceAuth{Keychain: keychain}
+	auth = &registry.Credentials{Keychain: keychain}
 	if len(secrets) > 0 {
 		auth.ID = hex.EncodeToString(id.Sum(nil))
 	}

@@ -16,26 +16,28 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/singleflight"
+	"k8s.io/utils/lru"
 )
 
 const userAgent = "image-clone-controller"
 
 // Copier copies whole images (every platform of an index) into the backup registry, byte for byte, so that
-// digests are unchanged. Concurrent requests for the same copy share one transfer, and verified copies are
-// remembered so that later requests cost no blob traffic. Blobs that another repository of the backup
-// registry holds are mounted from there instead of uploaded (see blobHolders).
+// digests are unchanged. Concurrent requests for the same copy share one transfer. Every request asks the backup
+// registry whether it holds the copy now (one manifest HEAD), whatever this process copied before, so a copy
+// that was deleted since is made again before anyone is pointed at it. Blobs that another repository of the
+// backup registry holds are mounted from there instead of uploaded (see blobHolders).
 type Copier struct {
 	opts     Options
 	insecure map[string]bool
-	// base is opts.Transport with retries and the user agent, for the transports of sessions.
+	// base is opts.Transport with retries and the user agent, for every request of the Copier.
 	base    http.RoundTripper
 	flights singleflight.Group
 	slots   chan struct{}
-	// verified maps backup tags to the digest this process last verified there.
-	verified *boundedMap
+	// tags remembers what source tags resolved to, for Options.TagCacheTTL; nil when that is 0.
+	tags *tagCache
 	// unverified holds copies whose verification failed: their manifest may be in the backup without the
 	// content it references, so only a new push and verification can prove them complete.
-	unverified *boundedSet
+	unverified *lru.Cache
 	holders    *blobHolders
 	// tokenRegistries holds the registries that refused an anonymous request (see session.head).
 	tokenRegistries sync.Map
@@ -51,68 +53,99 @@ func New(opts Options) *Copier {
 	return &Copier{
 		opts:       opts,
 		insecure:   insecure,
-		base:       wrapTransport(opts.Transport),
+		base:       baseTransport(opts.Transport),
 		slots:      make(chan struct{}, opts.MaxConcurrentCopies),
-		verified:   newBoundedMap(opts.VerifiedCacheSize),
-		unverified: newBoundedSet(opts.VerifiedCacheSize),
+		tags:       newTagCache(opts.TagCacheTTL, opts.CacheSize, opts.Clock),
+		unverified: lru.New(opts.CacheSize),
 		holders:    newBlobHolders(opts.MountCacheSize),
 	}
 }
 
-// Copy makes dst hold the image src refers to and returns its digest once the copy is verified complete:
-// the manifest at dst has the source's digest and every manifest and blob it references is present.
-// A digest-pinned src is copied exactly; a tagged src is resolved to its current digest first.
-func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opts ...CopyOption) (v1.Hash, error) {
-	call := newCopyCall(opts)
-	pull, err := c.pullReference(src)
+// Copy makes req.Target hold the image req.Source refers to and returns its digest once the copy is verified
+// complete: the manifest at the target has the source's digest and every manifest and blob it references is
+// present. A digest-pinned source is copied exactly; a tagged one is resolved to its current digest first
+// (or to the digest the tag cache remembers). Options.CopyTimeout bounds the whole call. Every error it
+// returns is an *Error, whose Class says what fixing it takes.
+func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
+	defer cancel()
+	ctx, _ = withRetryBudget(ctx)
+	digest, err := c.copy(ctx, req)
+	return digest, finish(ctx, err)
+}
+
+func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
+	pull, err := c.pullReference(req.Source)
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Hash{}, withClass(Invalid, err)
 	}
-	dst, err = c.withScheme(dst)
+	dst, err := c.withScheme(req.Target)
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Hash{}, withClass(Invalid, err)
 	}
 	s := c.newSession()
+	held := make(chan backupAnswer, 1)
+	if req.KeepExisting {
+		// A copy workloads already run from is kept as it is; the source is asked only if it is gone.
+		var backup backupAnswer
+		backup.digest, backup.err = c.backupDigest(ctx, s, dst)
+		if backup.err == nil && backup.digest != (v1.Hash{}) && !c.failedVerification(dst.String()+"@"+backup.digest.String()) {
+			copiesTotal.WithLabelValues(resultPresent).Inc()
+			return backup.digest, nil
+		}
+		held <- backup
+	}
+	var creds *Credentials
+	if req.Credentials != nil {
+		if creds, err = req.Credentials(ctx); err != nil {
+			copiesTotal.WithLabelValues(resultFailed).Inc()
+			return v1.Hash{}, fmt.Errorf("reading the credentials to pull %s with: %w", req.Source, err)
+		}
+	}
 	// The caller's credentials must prove access to the source on every call, even for a digest that needs no
 	// resolving and an image the backup already holds. Mirrors are read with the Copier's keychain.
-	checkAccess := call.sourceAuth != nil && pull.Context().RegistryStr() == src.Context().RegistryStr()
+	checkAccess := creds != nil && pull.Context().RegistryStr() == req.Source.Context().RegistryStr()
 	if checkAccess {
-		s.source, s.sourceKeychain = pull.Context(), call.sourceAuth.Keychain
+		s.source, s.sourceKeychain = pull.Context(), creds.Keychain
 	}
 
-	// A tag this process has not verified at dst needs both the source's digest and the backup's: both are
-	// asked at the same time. Otherwise the backup is only asked if the remembered digest is outdated.
-	var backup *backupState
-	_, pinned := pull.(name.Digest)
-	if _, known := c.verified.Get(dst.String()); !pinned && !known {
-		backup = &backupState{done: make(chan struct{})}
+	// Nothing this process remembers skips the backup: the copy it verified may be gone (garbage collection,
+	// a lifecycle policy, lost storage). The source is asked at the same time, unless the tag cache answers.
+	if !req.KeepExisting {
 		go func() {
-			defer close(backup.done)
-			backup.digest, backup.err = c.backupDigest(ctx, s, dst)
+			digest, err := c.backupDigest(ctx, s, dst)
+			held <- backupAnswer{digest: digest, err: err}
 		}()
 	}
-	digest, err := c.resolve(ctx, s, pull, checkAccess)
-	if backup != nil {
-		<-backup.done
-	}
+	digest, err := c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
+	backup := <-held
 	if err != nil {
 		copiesTotal.WithLabelValues(resultFailed).Inc()
 		if checkAccess {
-			return v1.Hash{}, fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(src, pull), err)
+			return v1.Hash{}, fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(req.Source, pull), err)
 		}
-		return v1.Hash{}, fmt.Errorf("resolving %s: %w", describePull(src, pull), err)
+		return v1.Hash{}, fmt.Errorf("resolving %s: %w", describePull(req.Source, pull), err)
+	}
+	if backup.err != nil {
+		copiesTotal.WithLabelValues(resultFailed).Inc()
+		return v1.Hash{}, fmt.Errorf("checking backup %s: %w", dst, backup.err)
 	}
 
 	key := dst.String() + "@" + digest.String()
-	if d, ok := c.verified.Get(dst.String()); ok && d == digest.String() {
-		copiesTotal.WithLabelValues(resultCached).Inc()
+	// A registry only accepts a manifest once everything it references is present, so a matching digest means
+	// the copy is complete, unless this process saw its verification fail.
+	if backup.digest == digest && !c.failedVerification(key) {
+		logr.FromContextOrDiscard(ctx).V(1).Info("Backup already holds the image", "image", req.Source.String(), "backup", dst.String(), "digest", digest.String())
+		copiesTotal.WithLabelValues(resultPresent).Inc()
 		return digest, nil
 	}
 
 	// The copy runs detached from the caller so that a cancelled reconcile does not abort a transfer that
-	// other reconciles are waiting for; CopyTimeout bounds it instead.
+	// other reconciles are waiting for; the deadline of the Copy that started it bounds it instead.
 	flight := c.flights.DoChan(key, func() (any, error) {
-		return nil, c.copyAndVerify(context.WithoutCancel(ctx), s, src, pull.Context().Digest(digest.String()), dst, backup)
+		fctx, cancel := detach(ctx)
+		defer cancel()
+		return nil, finish(fctx, c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst))
 	})
 	select {
 	case <-ctx.Done():
@@ -122,16 +155,53 @@ func (c *Copier) Copy(ctx context.Context, src name.Reference, dst name.Tag, opt
 			return v1.Hash{}, res.Err
 		}
 	}
-	c.verified.Put(dst.String(), digest.String())
 	return digest, nil
 }
 
-// backupState is what the backup tag resolved to when it was asked before the copy started: its digest, the
-// zero digest if the tag does not exist, or the error of asking.
-type backupState struct {
-	done   chan struct{}
+// backupAnswer is what the backup tag resolved to: its digest, the zero digest if the tag does not exist, or
+// the error of asking.
+type backupAnswer struct {
 	digest v1.Hash
 	err    error
+}
+
+// sourceDigest returns the digest src points to now, from the tag cache when it remembers it, else
+// from the registry (which the cache then remembers).
+func (c *Copier) sourceDigest(ctx context.Context, s *session, src name.Reference, creds *Credentials, pull name.Reference, checkAccess bool) (v1.Hash, error) {
+	if digest, ok := c.tags.get(src, creds); ok {
+		return digest, nil
+	}
+	digest, err := c.resolve(ctx, s, pull, checkAccess)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	c.tags.add(src, creds, digest)
+	return digest, nil
+}
+
+// detach returns a context with the values and deadline of ctx that its cancellation does not reach.
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	detached := context.WithoutCancel(ctx)
+	if deadline, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(detached, deadline)
+	}
+	return context.WithCancel(detached)
+}
+
+// finish gives a failed Copy its class and, for a transient failure, the wait a registry asked for that was too
+// long to spend in the Copy (see retryTransport).
+func finish(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("giving up after --copy-timeout or cancellation: %w", err)
+	}
+	err = classify(err)
+	if after := budgetOf(ctx).retryAfter(); after > 0 && ClassOf(err) == Transient && RetryAfterOf(err) == 0 {
+		return &Error{Class: Transient, RetryAfter: after, Err: err}
+	}
+	return err
 }
 
 // resolve returns the digest a reference points to. Digest references need no request unless checkAccess asks
@@ -145,8 +215,8 @@ func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference, ch
 		return desc.Digest, nil
 	}
 	var terr *transport.Error
-	if !errors.As(err, &terr) {
-		return v1.Hash{}, err // unreachable: GET would only wait through the same retries again
+	if !errors.As(err, &terr) || retryStatusCodes[terr.StatusCode] {
+		return v1.Hash{}, err // unreachable or failing: a GET would only meet the same answer
 	}
 	// HEAD responses carry no error body; GET tells the user what is actually wrong.
 	tr, err := s.reader(ctx, ref.Context())
@@ -160,25 +230,10 @@ func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference, ch
 	return full.Digest, nil
 }
 
-func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag, backup *backupState) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
-	defer cancel()
+func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) (err error) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("image", orig.String(), "backup", dst.String(), "digest", src.DigestStr())
 	want, _ := v1.NewHash(src.DigestStr())
 	key := dst.String() + "@" + want.String()
-
-	if !c.unverified.Has(key) {
-		present, err := c.holds(ctx, s, dst, want, backup)
-		if err != nil {
-			copiesTotal.WithLabelValues(resultFailed).Inc()
-			return fmt.Errorf("checking backup %s: %w", dst, err)
-		}
-		if present {
-			log.V(1).Info("Backup already holds the image")
-			copiesTotal.WithLabelValues(resultPresent).Inc()
-			return nil
-		}
-	}
 
 	select {
 	case c.slots <- struct{}{}:
@@ -200,7 +255,7 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	if err != nil {
 		return err
 	}
-	counter := &uploadCounter{next: c.opts.Transport}
+	counter := &uploadCounter{next: c.base}
 	log.V(1).Info("Copying image")
 	if err := remote.Push(dst, image, c.remoteOptions(ctx, counter)...); err != nil {
 		return fmt.Errorf("copying %s to %s: %w", orig, dst, err)
@@ -209,13 +264,10 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 
 	blobs, err := c.verify(ctx, s, dst, want)
 	if err != nil {
-		c.unverified.Add(key)
-		if isNotFound(err) {
-			// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
-			// missing source, this 404 is not permanent, so the error does not wrap it.
-			return fmt.Errorf("verifying copy of %s at %s: %v", orig, dst, err) //nolint:errorlint // see above
-		}
-		return fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err)
+		c.unverified.Add(key, struct{}{})
+		// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
+		// missing source, even a 404 here is transient.
+		return withClass(Transient, fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err))
 	}
 	c.unverified.Remove(key)
 	c.holders.add(dst.Context(), blobs...)
@@ -223,6 +275,13 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	copiesTotal.WithLabelValues(resultCopied).Inc()
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
 	return nil
+}
+
+// failedVerification reports whether this process saw the verification of the copy key fail, without a
+// successful one since.
+func (c *Copier) failedVerification(key string) bool {
+	_, failed := c.unverified.Get(key)
+	return failed
 }
 
 // source fetches the manifests of src and returns the image or index to push: the source's manifests, with
@@ -260,7 +319,7 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 		}
 		image = &copyImage{Image: img, blobs: blobs}
 	default:
-		return nil, Permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
+		return nil, permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
 	}
 	// Every manifest is read, and the size checked, before the push moves any blob.
 	size, err := c.measure(ctx, image)
@@ -271,23 +330,6 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 		return nil, err
 	}
 	return image, nil
-}
-
-// holds reports whether dst already resolves to digest. A registry only accepts a manifest once everything it
-// references is present, so a matching digest means the copy is complete and no blob needs to be touched.
-// backup, if set, is the answer of the backup registry asked before the copy started.
-func (c *Copier) holds(ctx context.Context, s *session, dst name.Tag, digest v1.Hash, backup *backupState) (bool, error) {
-	var got v1.Hash
-	var err error
-	if backup != nil {
-		got, err = backup.digest, backup.err
-	} else {
-		got, err = c.backupDigest(ctx, s, dst)
-	}
-	if err != nil {
-		return false, err
-	}
-	return got == digest, nil
 }
 
 // backupDigest returns the digest dst resolves to, or the zero digest if it does not exist.
@@ -310,6 +352,9 @@ func (c *Copier) remoteOptions(ctx context.Context, tr http.RoundTripper) []remo
 		remote.WithTransport(tr),
 		remote.WithJobs(c.opts.LayerJobs),
 		remote.WithUserAgent(userAgent),
+		// tr already retries (see retryTransport); go-containerregistry would retry on top of it.
+		remote.WithRetryPredicate(neverRetry),
+		remote.WithRetryStatusCodes(),
 	}
 }
 
@@ -375,110 +420,10 @@ func (u *uploadCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return u.next.RoundTrip(req)
 }
 
-// boundedSet remembers up to max keys, forgetting the oldest first.
-type boundedSet struct {
-	mu   sync.Mutex
-	keys map[string]struct{}
-	ring []string // insertion order; next is the slot of the oldest key once the ring is full
-	next int
-}
-
-func newBoundedSet(maxKeys int) *boundedSet {
-	return &boundedSet{keys: map[string]struct{}{}, ring: make([]string, 0, maxKeys)}
-}
-
-// Has reports whether key was added and not yet forgotten.
-func (s *boundedSet) Has(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.keys[key]
-	return ok
-}
-
-// Add remembers key.
-func (s *boundedSet) Add(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.keys[key]; ok {
-		return
-	}
-	s.keys[key] = struct{}{}
-	if len(s.ring) < cap(s.ring) {
-		s.ring = append(s.ring, key)
-		return
-	}
-	delete(s.keys, s.ring[s.next])
-	s.ring[s.next] = key
-	s.next = (s.next + 1) % len(s.ring)
-}
-
-// Remove forgets key. Its slot in the ring is freed only when the ring comes around to it, so a key removed and
-// added again may be forgotten early; that is fine for a cache.
-func (s *boundedSet) Remove(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.keys, key)
-}
-
-// Reset forgets every key.
-func (s *boundedSet) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.keys = map[string]struct{}{}
-	s.ring = s.ring[:0]
-	s.next = 0
-}
-
-// ForgetVerified drops every remembered copy and what is known about which backup repositories hold which
-// blobs, so the next request checks the backup registry again as a freshly started process would.
+// ForgetVerified drops everything the Copier remembers — the tag cache, which backup repositories hold which
+// blobs, failed verifications — so the next request finds out anew, as a freshly started process would.
 func (c *Copier) ForgetVerified() {
-	c.verified.Reset()
+	c.tags.reset()
 	c.holders.reset()
-}
-
-// boundedMap maps up to max keys to values, forgetting the oldest key first.
-type boundedMap struct {
-	mu     sync.Mutex
-	values map[string]string
-	ring   []string // insertion order; next is the slot of the oldest key once the ring is full
-	next   int
-}
-
-func newBoundedMap(maxKeys int) *boundedMap {
-	return &boundedMap{values: map[string]string{}, ring: make([]string, 0, maxKeys)}
-}
-
-// Get returns the value of key, if it was put and not yet forgotten.
-func (m *boundedMap) Get(key string) (string, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.values[key]
-	return v, ok
-}
-
-// Put sets the value of key.
-func (m *boundedMap) Put(key, value string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.values[key]; ok {
-		m.values[key] = value
-		return
-	}
-	m.values[key] = value
-	if len(m.ring) < cap(m.ring) {
-		m.ring = append(m.ring, key)
-		return
-	}
-	delete(m.values, m.ring[m.next])
-	m.ring[m.next] = key
-	m.next = (m.next + 1) % len(m.ring)
-}
-
-// Reset forgets every key.
-func (m *boundedMap) Reset() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.values = map[string]string{}
-	m.ring = m.ring[:0]
-	m.next = 0
+	c.unverified.Clear()
 }

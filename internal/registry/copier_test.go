@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -16,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
@@ -34,7 +38,7 @@ var _ = Describe("copying an image", func() {
 			want := r.pushIndex(repo + ":v1")
 			before := snapshotCopies()
 
-			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got).To(Equal(want))
 			Expect(before.added("copied")).To(Equal(1.0))
@@ -65,7 +69,7 @@ var _ = Describe("copying an image", func() {
 			repo := uniqueRepo("single")
 			want := r.pushImage(repo + ":v1")
 
-			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got).To(Equal(want))
 
@@ -84,7 +88,7 @@ var _ = Describe("copying an image", func() {
 			Expect(moved).NotTo(Equal(pinned))
 			Expect(headDigest(r.src(repo + ":v1"))).To(Equal(moved))
 
-			got, err := copier.Copy(withLogger(ctx), r.src(repo+"@"+pinned.String()), r.dst("backup/"+repo+":pinned"))
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + "@" + pinned.String()), Target: r.dst("backup/" + repo + ":pinned")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got).To(Equal(pinned))
 			Expect(headDigest(r.dst("backup/" + repo + ":pinned"))).To(Equal(pinned))
@@ -96,11 +100,11 @@ var _ = Describe("copying an image", func() {
 		It("follows a moved source tag and moves the backup tag with it", func(ctx SpecContext) {
 			repo := uniqueRepo("moving")
 			first := r.pushIndex(repo + ":latest")
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), r.dst("backup/"+repo+":latest"))).To(Equal(first))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":latest"), Target: r.dst("backup/" + repo + ":latest")})).To(Equal(first))
 
 			second := r.pushIndex(repo + ":latest")
 			before := snapshotCopies()
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), r.dst("backup/"+repo+":latest"))).To(Equal(second))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":latest"), Target: r.dst("backup/" + repo + ":latest")})).To(Equal(second))
 			Expect(before.added("copied")).To(Equal(1.0))
 			Expect(headDigest(r.dst("backup/" + repo + ":latest"))).To(Equal(second))
 		})
@@ -110,12 +114,12 @@ var _ = Describe("copying an image", func() {
 				func(ctx SpecContext, again func(*registry.Copier) *registry.Copier) {
 					repo := uniqueRepo("present")
 					want := r.pushIndex(repo + ":v1")
-					Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+					Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 
 					second := again(copier)
 					r.resetRequests()
 					before := snapshotCopies()
-					got, err := second.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+					got, err := second.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 					Expect(err).NotTo(HaveOccurred())
 					Expect(got).To(Equal(want))
 
@@ -135,40 +139,129 @@ var _ = Describe("copying an image", func() {
 			)
 		})
 
-		It("answers a repeated copy from its verified cache without asking the backup registry", func(ctx SpecContext) {
-			repo := uniqueRepo("cached")
+		It("asks the backup registry again on every copy, with one manifest HEAD and no blob request", func(ctx SpecContext) {
+			repo := uniqueRepo("again")
 			want := r.pushIndex(repo + ":v1")
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 
 			r.resetRequests()
 			before := snapshotCopies()
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
-			Expect(r.backup.Requests()).To(BeEmpty())
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
+			Expect(r.backup.Requests()).To(HaveExactElements(
+				HaveField("Method", http.MethodHead)), "one manifest HEAD at the backup: %v", r.backup.Requests())
+			Expect(r.backup.Requests()[0].Path).To(HaveSuffix("/manifests/v1"))
 			Expect(r.upstream.BlobRequests()).To(BeZero())
-			Expect(before.added("cached")).To(Equal(1.0))
-			Expect(before.added("present") + before.added("copied")).To(BeZero())
+			Expect(requestsWith(r.upstream, http.MethodHead, "/manifests/")).To(Equal(1), "the source tag is resolved again")
+			Expect(before.added("present")).To(Equal(1.0))
+			Expect(before.added("copied")).To(BeZero())
 
-			By("copying a digest-pinned source without asking either registry")
+			By("copying a digest-pinned source: the source needs no request, the backup still gets its HEAD")
 			pinned := r.src(repo + "@" + want.String())
-			Expect(copier.Copy(withLogger(ctx), pinned, r.dst("backup/"+repo+":pinned"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: pinned, Target: r.dst("backup/" + repo + ":pinned")})).To(Equal(want))
 			r.resetRequests()
-			Expect(copier.Copy(withLogger(ctx), pinned, r.dst("backup/"+repo+":pinned"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: pinned, Target: r.dst("backup/" + repo + ":pinned")})).To(Equal(want))
 			Expect(r.upstream.Requests()).To(BeEmpty())
-			Expect(r.backup.Requests()).To(BeEmpty())
+			Expect(r.backup.Requests()).To(HaveExactElements(HaveField("Method", http.MethodHead)))
 		})
 
-		It("forgets the oldest verified copy once its cache is full", func(ctx SpecContext) {
-			copier = registry.New(registry.Options{VerifiedCacheSize: 1})
-			repoA, repoB := uniqueRepo("evict-a"), uniqueRepo("evict-b")
-			a, b := r.pushImage(repoA+":v1"), r.pushImage(repoB+":v1")
-			Expect(copier.Copy(withLogger(ctx), r.src(repoA+":v1"), r.dst("backup/"+repoA+":v1"))).To(Equal(a))
-			Expect(copier.Copy(withLogger(ctx), r.src(repoB+":v1"), r.dst("backup/"+repoB+":v1"))).To(Equal(b))
+		DescribeTable("copies again, before reporting success, when the backup lost a copy it verified",
+			func(ctx SpecContext, opts registry.Options) {
+				copier = registry.New(opts)
+				repo := uniqueRepo("lost")
+				want := r.pushIndex(repo + ":v1")
+				dst := r.dst("backup/" + repo + ":v1")
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(want))
 
-			before := snapshotCopies()
-			Expect(copier.Copy(withLogger(ctx), r.src(repoB+":v1"), r.dst("backup/"+repoB+":v1"))).To(Equal(b))
-			Expect(before.added("cached")).To(Equal(1.0), "the newest copy is remembered")
-			Expect(copier.Copy(withLogger(ctx), r.src(repoA+":v1"), r.dst("backup/"+repoA+":v1"))).To(Equal(a))
-			Expect(before.added("present")).To(Equal(1.0), "the oldest copy was forgotten and checked again")
+				Expect(r.backup.LoseRepository("backup/"+repo, "v1")).To(Succeed())
+				_, err := remote.Head(dst)
+				Expect(err).To(HaveOccurred(), "the backup no longer has the copy")
+
+				before := snapshotCopies()
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(want))
+				Expect(before.added("copied")).To(Equal(1.0), "copied again, not answered from memory")
+				Expect(before.added("present")).To(BeZero())
+				idx, err := remote.Index(dst)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(idx.Digest()).To(Equal(want))
+				Expect(validate.Index(idx)).To(Succeed(), "every manifest and blob is back")
+			},
+			Entry("without a tag cache", registry.Options{}),
+			Entry("with a tag cache that still remembers the source tag", registry.Options{TagCacheTTL: time.Hour}),
+		)
+
+		It("keeps an existing copy whatever its source says now, and restores it only when the backup lost it", func(ctx SpecContext) {
+			repo := uniqueRepo("keep")
+			first := r.pushImage(repo + ":v1")
+			dst := r.dst("backup/" + repo + ":v1")
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(first))
+			moved := r.pushImage(repo + ":v1")
+
+			var credentialReads atomic.Int32
+			creds := func(context.Context) (*registry.Credentials, error) {
+				credentialReads.Add(1)
+				return &registry.Credentials{Keychain: authn.NewMultiKeychain()}, nil
+			}
+			keep := registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst, Credentials: creds, KeepExisting: true}
+			r.resetRequests()
+			Expect(copier.Copy(withLogger(ctx), keep)).To(Equal(first), "the copy workloads run from does not move with its tag")
+			Expect(r.upstream.Requests()).To(BeEmpty())
+			Expect(r.backup.Requests()).To(HaveExactElements(HaveField("Method", http.MethodHead)))
+			Expect(credentialReads.Load()).To(BeZero(), "no credentials are read while the copy exists")
+
+			Expect(r.backup.LoseRepository("backup/"+repo, "v1")).To(Succeed())
+			Expect(copier.Copy(withLogger(ctx), keep)).To(Equal(moved), "restored from what the source holds now")
+			Expect(credentialReads.Load()).To(BeEquivalentTo(1))
+			img, err := remote.Image(dst)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(validate.Image(img)).To(Succeed())
+		})
+
+		Context("with a tag cache", func() {
+			var clock *clocktesting.FakeClock
+
+			BeforeEach(func() {
+				clock = clocktesting.NewFakeClock(time.Now())
+				copier = registry.New(registry.Options{TagCacheTTL: time.Minute, Clock: clock})
+			})
+
+			It("skips the source request within its TTL, never the backup's", func(ctx SpecContext) {
+				repo := uniqueRepo("tagcache")
+				want := r.pushImage(repo + ":v1")
+				req := registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")}
+				Expect(copier.Copy(withLogger(ctx), req)).To(Equal(want))
+
+				r.resetRequests()
+				Expect(copier.Copy(withLogger(ctx), req)).To(Equal(want))
+				Expect(r.upstream.Requests()).To(BeEmpty(), "the tag is answered from the cache")
+				Expect(r.backup.Requests()).To(HaveExactElements(HaveField("Method", http.MethodHead)))
+
+				By("asking the source again once the TTL is over")
+				moved := r.pushImage(repo + ":v1")
+				clock.Step(time.Minute + time.Second)
+				Expect(copier.Copy(withLogger(ctx), req)).To(Equal(moved))
+			})
+
+			It("keeps entries apart per set of credentials", func(ctx SpecContext) {
+				repo := uniqueRepo("tagcache-creds")
+				want := r.pushImage(repo + ":v1")
+				dst := r.dst("backup/" + repo + ":v1")
+				anonymous := &registry.Credentials{Keychain: authn.NewMultiKeychain(), ID: ""}
+				other := &registry.Credentials{Keychain: authn.NewMultiKeychain(), ID: "other"}
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst, Credentials: registry.Static(anonymous)})).To(Equal(want))
+
+				for _, creds := range []registry.CredentialSource{nil, registry.Static(other)} {
+					r.resetRequests()
+					Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst, Credentials: creds})).To(Equal(want))
+					Expect(requestsWith(r.upstream, http.MethodHead, "/manifests/")).To(Equal(1), "credentials %v prove their own access", creds)
+				}
+
+				By("remembering digest references read with credentials, which prove access with a request")
+				pinned := registry.CopyRequest{Source: r.src(repo + "@" + want.String()), Target: dst, Credentials: registry.Static(other)}
+				Expect(copier.Copy(withLogger(ctx), pinned)).To(Equal(want))
+				r.resetRequests()
+				Expect(copier.Copy(withLogger(ctx), pinned)).To(Equal(want))
+				Expect(r.upstream.Requests()).To(BeEmpty())
+			})
 		})
 
 		It("uploads every blob once when the same copy is requested concurrently", func(ctx SpecContext) {
@@ -190,7 +283,7 @@ var _ = Describe("copying an image", func() {
 					defer GinkgoRecover()
 					defer wg.Done()
 					<-start
-					results[i], errs[i] = copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+					results[i], errs[i] = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 				}()
 			}
 			close(start)
@@ -222,7 +315,7 @@ var _ = Describe("copying an image", func() {
 				done := make(chan result, 1)
 				go func() {
 					defer GinkgoRecover()
-					d, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+					d, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 					done <- result{d, err}
 				}()
 				return done
@@ -255,14 +348,14 @@ var _ = Describe("copying an image", func() {
 			r.resetRequests()
 			bytesBefore, durationsBefore := copiedBytes(), copyDurations()
 
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			Expect(copiedBytes() - bytesBefore).To(Equal(float64(size)))
 			Expect(r.backup.UploadedBytes()).To(Equal(size))
 			Expect(copyDurations() - durationsBefore).To(Equal(uint64(1)))
 
 			By("counting nothing for a copy the backup already holds")
 			bytesBefore = copiedBytes()
-			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			Expect(copiedBytes()).To(Equal(bytesBefore))
 		})
 
@@ -275,16 +368,16 @@ var _ = Describe("copying an image", func() {
 			copier = registry.New(registry.Options{Transport: sink})
 			before := snapshotCopies()
 
-			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(dst.String()))
-			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 			Expect(registry.Explain(err)).NotTo(ContainSubstring("does not exist"), "the source image exists")
 			Expect(before.added("failed")).To(Equal(1.0))
 			Expect(before.added("copied")).To(BeZero())
 
 			sink.losing.Store(false)
-			got, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			if r.checksReferences {
 				By("copying everything on the next attempt, as the registry refused the incomplete manifests")
 				Expect(err).NotTo(HaveOccurred())
@@ -295,7 +388,7 @@ var _ = Describe("copying an image", func() {
 			} else {
 				By("not taking the incomplete manifest that the registry kept for a complete copy on the next attempt")
 				Expect(err).To(MatchError(ContainSubstring("missing from backup")))
-				Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 				Expect(before.added("present")).To(BeZero())
 			}
 		})
@@ -307,10 +400,10 @@ var _ = Describe("copying an image", func() {
 				src := r.src(source(repo))
 				before := snapshotCopies()
 
-				_, err := copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v2"))
+				_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: src, Target: r.dst("backup/" + repo + ":v2")})
 				Expect(err).To(HaveOccurred())
 				Expect(err.Error()).To(ContainSubstring(src.String()))
-				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.Permanent), "class of %q", err)
 				Expect(before.added("failed")).To(Equal(1.0))
 				Expect(r.backup.Requests()).NotTo(ContainElement(HaveField("Method", http.MethodPut)), "nothing was written")
 			},
@@ -339,14 +432,14 @@ var _ = Describe("copying an image", func() {
 			before := snapshotCopies()
 
 			r.backup.SetDown(true)
-			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(dst.String()))
-			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 			Expect(before.added("failed")).To(Equal(1.0))
 
 			r.backup.SetDown(false)
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(want))
 			Expect(headDigest(dst)).To(Equal(want))
 		})
 
@@ -356,13 +449,13 @@ var _ = Describe("copying an image", func() {
 			src := r.src(repo + ":v1")
 
 			r.upstream.SetDown(true)
-			_, err := copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v1"))
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: src, Target: r.dst("backup/" + repo + ":v1")})
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(src.String()))
-			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 
 			r.upstream.SetDown(false)
-			Expect(copier.Copy(withLogger(ctx), src, r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: src, Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 		})
 	})
 
@@ -373,10 +466,10 @@ var _ = Describe("copying an image", func() {
 		Expect(err).NotTo(HaveOccurred())
 		dst := mustTag(closedAddress() + "/backup/app:v1")
 
-		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), dst)
+		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: dst})
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).To(ContainSubstring(dst.String()))
-		Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+		Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 	})
 })
 
@@ -396,7 +489,7 @@ var _ = Describe("pulling through a source mirror", func() {
 			}})
 			r.resetRequests()
 
-			got, err := copier.Copy(withLogger(ctx), mustRef("index.docker.io/library/nginx:1.23"), r.dst("index_docker_io/library/nginx:1.23"))
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef("index.docker.io/library/nginx:1.23"), Target: r.dst("index_docker_io/library/nginx:1.23")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got).To(Equal(want))
 			Expect(headDigest(r.dst("index_docker_io/library/nginx:1.23"))).To(Equal(want))
@@ -409,7 +502,7 @@ var _ = Describe("pulling through a source mirror", func() {
 			copier := mirrored("docker.io=" + r.upstream.Host)
 
 			short := mustRef(repo[len("library/"):] + ":v1")
-			Expect(copier.Copy(withLogger(ctx), short, r.dst("index_docker_io/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: short, Target: r.dst("index_docker_io/" + repo + ":v1")})).To(Equal(want))
 		})
 
 		It("pulls from below the path prefix of the mirror", func(ctx SpecContext) {
@@ -419,7 +512,7 @@ var _ = Describe("pulling through a source mirror", func() {
 			}})
 			r.resetRequests()
 
-			got, err := copier.Copy(withLogger(ctx), mustRef("ghcr.io/a/b:v"), r.dst("ghcr_io/a/b:v"))
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef("ghcr.io/a/b:v"), Target: r.dst("ghcr_io/a/b:v")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(got).To(Equal(want))
 			Expect(headDigest(r.dst("ghcr_io/a/b:v"))).To(Equal(want))
@@ -434,7 +527,7 @@ var _ = Describe("pulling through a source mirror", func() {
 			r.resetRequests()
 
 			src := mustRef("ghcr.io/team/" + repo + "@" + want.String())
-			Expect(copier.Copy(withLogger(ctx), src, r.dst("ghcr_io/team/"+repo+":pinned"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: src, Target: r.dst("ghcr_io/team/" + repo + ":pinned")})).To(Equal(want))
 			Expect(headDigest(r.dst("ghcr_io/team/" + repo + ":pinned"))).To(Equal(want))
 			Expect(r.upstream.Requests()).To(ContainElement(HaveField("Path", "/v2/cache/ghcr/team/"+repo+"/manifests/"+want.String())))
 		})
@@ -444,11 +537,11 @@ var _ = Describe("pulling through a source mirror", func() {
 				copier := mirrored("docker.io=" + r.upstream.Host)
 				src := mustRef(source)
 
-				_, err := copier.Copy(withLogger(ctx), src, r.dst("index_docker_io/library/absent:v1"))
+				_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: src, Target: r.dst("index_docker_io/library/absent:v1")})
 				Expect(err).To(HaveOccurred())
 				Expect(err.Error()).To(ContainSubstring(src.String()))
 				Expect(err.Error()).To(ContainSubstring("via mirror " + r.upstream.Host + "/library/absent"))
-				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.Permanent), "class of %q", err)
 			},
 			Entry("by tag", "index.docker.io/library/absent:v1"),
 			Entry("by digest", "index.docker.io/library/absent@sha256:0000000000000000000000000000000000000000000000000000000000000000"),
@@ -459,7 +552,7 @@ var _ = Describe("pulling through a source mirror", func() {
 			want := r.pushImage(repo + ":v1")
 			copier := mirrored("ghcr.io=" + closedAddress())
 
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 		})
 	})
 })
@@ -471,7 +564,7 @@ var _ = Describe("copy metrics", func() {
 		DeferCleanup(backup.Close)
 		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), mustTag(backup.Host+"/app:v1"))
+		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})
 		Expect(err).NotTo(HaveOccurred())
 
 		for _, name := range []string{"image_clone_copies_total", "image_clone_copy_duration_seconds", "image_clone_copied_bytes_total"} {

@@ -55,11 +55,11 @@ var _ = Describe("the copy engine", func() {
 
 		It("mounts the blobs another backup repository holds and uploads only the new bytes", func(ctx SpecContext) {
 			base, app, newBytes := pushSharing(uniqueRepo("shared"))
-			Expect(copier.Copy(withLogger(ctx), r.src(base+":v1"), r.dst("backup/"+base+":v1"))).Error().NotTo(HaveOccurred())
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(base + ":v1"), Target: r.dst("backup/" + base + ":v1")})).Error().NotTo(HaveOccurred())
 			r.resetRequests()
 
 			want := headDigest(r.src(app + ":v1"))
-			Expect(copier.Copy(withLogger(ctx), r.src(app+":v1"), r.dst("backup/"+app+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(app + ":v1"), Target: r.dst("backup/" + app + ":v1")})).To(Equal(want))
 			Expect(r.backup.UploadedBytes()).To(Equal(newBytes), "only the blobs the base image lacks are uploaded")
 			if r.linksBlobs {
 				shared := len(platformsOf(r.src(app+":v1"))) * testLayers
@@ -79,14 +79,14 @@ var _ = Describe("the copy engine", func() {
 				Skip("this registry serves every blob in every repository")
 			}
 			base, app, _ := pushSharing(uniqueRepo("unlinked"))
-			Expect(copier.Copy(withLogger(ctx), r.src(base+":v1"), r.dst("backup/"+base+":v1"))).Error().NotTo(HaveOccurred())
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(base + ":v1"), Target: r.dst("backup/" + base + ":v1")})).Error().NotTo(HaveOccurred())
 			for d := range blobsOf(r.dst("backup/" + base + ":v1")) {
 				Expect(r.backup.DeleteBlob("backup/"+base, d)).To(Succeed())
 			}
 			r.resetRequests()
 
 			want := headDigest(r.src(app + ":v1"))
-			Expect(copier.Copy(withLogger(ctx), r.src(app+":v1"), r.dst("backup/"+app+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(app + ":v1"), Target: r.dst("backup/" + app + ":v1")})).To(Equal(want))
 			Expect(r.backup.Mounts("")).To(BeZero())
 			Expect(r.backup.UploadedBytes()).To(Equal(totalSize(blobsOf(r.src(app + ":v1")))))
 			idx, err := remote.Index(r.dst("backup/" + app + ":v1"))
@@ -96,11 +96,11 @@ var _ = Describe("the copy engine", func() {
 
 		It("mounts nothing for a copier that has not verified the blobs itself", func(ctx SpecContext) {
 			base, app, _ := pushSharing(uniqueRepo("forgotten"))
-			Expect(copier.Copy(withLogger(ctx), r.src(base+":v1"), r.dst("backup/"+base+":v1"))).Error().NotTo(HaveOccurred())
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(base + ":v1"), Target: r.dst("backup/" + base + ":v1")})).Error().NotTo(HaveOccurred())
 			copier.ForgetVerified()
 			r.resetRequests()
 
-			Expect(copier.Copy(withLogger(ctx), r.src(app+":v1"), r.dst("backup/"+app+":v1"))).Error().NotTo(HaveOccurred())
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(app + ":v1"), Target: r.dst("backup/" + app + ":v1")})).Error().NotTo(HaveOccurred())
 			Expect(r.backup.Mounts("")).To(BeZero())
 		})
 
@@ -113,15 +113,15 @@ var _ = Describe("the copy engine", func() {
 			copier = registry.New(registry.Options{Transport: corrupt})
 			before := snapshotCopies()
 
-			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(HaveOccurred(), "the backup registry refuses content that does not match the digest")
-			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 			Expect(corrupt.served.Load()).To(BeNumerically(">", 0))
 			Expect(before.added("failed")).To(Equal(1.0))
 			Expect(before.added("copied")).To(BeZero())
 
 			corrupt.on.Store(false)
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(want))
 			idx, err := remote.Index(dst)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(validate.Index(idx)).To(Succeed())
@@ -134,7 +134,7 @@ var _ = Describe("the copy engine", func() {
 			reads := &slowBlobReads{host: r.upstream.Host, delay: 30 * time.Millisecond}
 			copier = registry.New(registry.Options{Transport: reads, LayerJobs: 2})
 
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(digest))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(digest))
 			Expect(reads.total.Load()).To(BeEquivalentTo(10), "two images of a config and four layers")
 			Expect(reads.most.Load()).To(BeEquivalentTo(2))
 		})
@@ -142,14 +142,14 @@ var _ = Describe("the copy engine", func() {
 		It("checks a tag it has not verified with one request to each registry, both at the same time", func(ctx SpecContext) {
 			repo := uniqueRepo("check")
 			want := r.pushIndex(repo + ":v1")
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			r.resetRequests()
 			before := snapshotCopies()
 
 			// Each manifest check waits for the other: checking one registry after the other would time out.
 			meet := newRendezvous(r.upstream.Host, r.backup.Host)
 			fresh := registry.New(registry.Options{Transport: meet})
-			Expect(fresh.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(fresh.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			Expect(meet.met()).To(BeTrue())
 			Expect(before.added("present")).To(Equal(1.0))
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
@@ -163,14 +163,14 @@ var _ = Describe("the copy engine", func() {
 			repo := uniqueRepo("returning")
 			first := r.pushIndex(repo + ":latest")
 			dst := r.dst("backup/" + repo + ":latest")
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), dst)).To(Equal(first))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":latest"), Target: dst})).To(Equal(first))
 			second := r.pushIndex(repo + ":latest")
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), dst)).To(Equal(second))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":latest"), Target: dst})).To(Equal(second))
 
 			desc, err := remote.Get(r.src(repo + "@" + first.String()))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(remote.Tag(mustTag(r.upstream.Host+"/"+repo+":latest"), desc)).To(Succeed())
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":latest"), dst)).To(Equal(first))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":latest"), Target: dst})).To(Equal(first))
 			Expect(headDigest(dst)).To(Equal(first), "the backup tag follows the source tag")
 		})
 	})
@@ -186,7 +186,7 @@ var _ = Describe("the copy engine", func() {
 			copier := registry.New(registry.Options{})
 
 			for _, tag := range []string{"v1", "v1-again"} {
-				Expect(copier.Copy(withLogger(ctx), mustRef(tokens.host+"/app:v1"), mustTag(backup.Host+"/backup/app:"+tag))).To(Equal(want))
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(tokens.host + "/app:v1"), Target: mustTag(backup.Host + "/backup/app:" + tag)})).To(Equal(want))
 			}
 			Expect(tokens.refusedManifests.Load()).To(BeEquivalentTo(1), "only the first check was tried without a token")
 		})

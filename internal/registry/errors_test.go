@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	. "github.com/onsi/ginkgo/v2"
@@ -27,52 +28,51 @@ func registryError(status int, codes ...transport.ErrorCode) error {
 
 var _ = Describe("classifying copy errors", func() {
 	DescribeTable("tells failures that need a change elsewhere from those worth retrying",
-		func(err error, permanent bool) {
-			Expect(registry.IsPermanent(err)).To(Equal(permanent))
+		func(err error, class registry.Class) {
+			Expect(registry.ClassOf(registry.ClassifyResponse(err))).To(Equal(class))
 		},
-		Entry("404 Not Found", registryError(http.StatusNotFound), true),
-		Entry("401 Unauthorized", registryError(http.StatusUnauthorized), true),
-		Entry("403 Forbidden", registryError(http.StatusForbidden), true),
-		Entry("MANIFEST_UNKNOWN whatever the status", registryError(http.StatusBadRequest, transport.ManifestUnknownErrorCode), true),
-		Entry("NAME_UNKNOWN", registryError(http.StatusBadRequest, transport.NameUnknownErrorCode), true),
-		Entry("NAME_INVALID", registryError(http.StatusBadRequest, transport.NameInvalidErrorCode), true),
-		Entry("DENIED", registryError(http.StatusBadRequest, transport.DeniedErrorCode), true),
-		Entry("UNAUTHORIZED", registryError(http.StatusBadRequest, transport.UnauthorizedErrorCode), true),
-		Entry("UNSUPPORTED among other codes", registryError(http.StatusBadRequest, transport.UnknownErrorCode, transport.UnsupportedErrorCode), true),
-		Entry("a wrapped 404", fmt.Errorf("resolving x: %w", registryError(http.StatusNotFound, transport.ManifestUnknownErrorCode)), true),
-		Entry("500 Internal Server Error", registryError(http.StatusInternalServerError), false),
-		Entry("502 Bad Gateway", registryError(http.StatusBadGateway), false),
-		Entry("503 Service Unavailable", registryError(http.StatusServiceUnavailable), false),
-		Entry("429 Too Many Requests", registryError(http.StatusTooManyRequests, transport.TooManyRequestsErrorCode), false),
-		Entry("500 with UNKNOWN", registryError(http.StatusInternalServerError, transport.UnknownErrorCode), false),
+		Entry("404 Not Found", registryError(http.StatusNotFound), registry.Permanent),
+		Entry("401 Unauthorized", registryError(http.StatusUnauthorized), registry.AccessDenied),
+		Entry("403 Forbidden", registryError(http.StatusForbidden), registry.AccessDenied),
+		Entry("MANIFEST_UNKNOWN whatever the status", registryError(http.StatusBadRequest, transport.ManifestUnknownErrorCode), registry.Permanent),
+		Entry("NAME_UNKNOWN", registryError(http.StatusBadRequest, transport.NameUnknownErrorCode), registry.Permanent),
+		Entry("NAME_INVALID", registryError(http.StatusBadRequest, transport.NameInvalidErrorCode), registry.Permanent),
+		Entry("DENIED", registryError(http.StatusBadRequest, transport.DeniedErrorCode), registry.AccessDenied),
+		Entry("UNAUTHORIZED", registryError(http.StatusBadRequest, transport.UnauthorizedErrorCode), registry.AccessDenied),
+		Entry("UNSUPPORTED among other codes", registryError(http.StatusBadRequest, transport.UnknownErrorCode, transport.UnsupportedErrorCode), registry.Permanent),
+		Entry("a wrapped 404", fmt.Errorf("resolving x: %w", registryError(http.StatusNotFound, transport.ManifestUnknownErrorCode)), registry.Permanent),
+		Entry("500 Internal Server Error", registryError(http.StatusInternalServerError), registry.Transient),
+		Entry("502 Bad Gateway", registryError(http.StatusBadGateway), registry.Transient),
+		Entry("503 Service Unavailable", registryError(http.StatusServiceUnavailable), registry.Transient),
+		Entry("429 Too Many Requests", registryError(http.StatusTooManyRequests, transport.TooManyRequestsErrorCode), registry.Transient),
+		Entry("500 with UNKNOWN", registryError(http.StatusInternalServerError, transport.UnknownErrorCode), registry.Transient),
 		Entry("a refused connection", &url.Error{Op: "Get", URL: "http://127.0.0.1:1/v2/",
-			Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}, false),
-		Entry("a DNS failure", &net.DNSError{Err: "no such host", Name: "registry.invalid", IsNotFound: true}, false),
-		Entry("a deadline", fmt.Errorf("copying: %w", context.DeadlineExceeded), false),
-		Entry("a truncated response", io.ErrUnexpectedEOF, false),
-		Entry("no error", nil, false),
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}, registry.Transient),
+		Entry("a DNS failure", &net.DNSError{Err: "no such host", Name: "registry.invalid", IsNotFound: true}, registry.Transient),
+		Entry("a deadline", fmt.Errorf("copying: %w", context.DeadlineExceeded), registry.Transient),
+		Entry("a truncated response", io.ErrUnexpectedEOF, registry.Transient),
+		Entry("an error classified where it was found, whatever its cause",
+			fmt.Errorf("verifying: %w", registry.Classify(registry.Transient, registryError(http.StatusNotFound))), registry.Transient),
 	)
 
-	It("keeps the message and cause of an error marked permanent", func() {
+	It("keeps the message and cause of a classified error", func() {
 		cause := errors.New("image has no layers")
-		err := registry.Permanent(cause)
-		Expect(registry.IsPermanent(err)).To(BeTrue())
+		err := registry.Classify(registry.Permanent, cause)
+		Expect(registry.ClassOf(err)).To(Equal(registry.Permanent))
 		Expect(err).To(MatchError(cause))
 		Expect(err.Error()).To(Equal(cause.Error()))
-		Expect(registry.IsPermanent(cause)).To(BeFalse(), "marking wraps the cause rather than changing it")
+		Expect(registry.ClassOf(cause)).To(Equal(registry.Transient), "marking wraps the cause rather than changing it")
 
 		wrapped := fmt.Errorf("copying x: %w", err)
-		Expect(registry.IsPermanent(wrapped)).To(BeTrue())
+		Expect(registry.ClassOf(wrapped)).To(Equal(registry.Permanent))
 		Expect(wrapped).To(MatchError(cause))
-	})
-
-	It("treats any error marked permanent as permanent, even a retryable cause", func() {
-		Expect(registry.IsPermanent(registry.Permanent(registryError(http.StatusServiceUnavailable)))).To(BeTrue())
+		Expect(registry.Classify(registry.Invalid, wrapped)).To(BeIdenticalTo(wrapped), "the first class found sticks")
+		Expect(registry.Classify(registry.Invalid, nil)).To(Succeed())
 	})
 
 	DescribeTable("explains registry failures in plain words",
 		func(err error, want string) {
-			Expect(registry.Explain(err)).To(Equal(want))
+			Expect(registry.Explain(registry.ClassifyResponse(err))).To(Equal(want))
 		},
 		Entry("a missing image", fmt.Errorf("resolving x: %w", registryError(http.StatusNotFound, transport.ManifestUnknownErrorCode)),
 			"the image does not exist in the registry (check the name and tag)"),
@@ -86,6 +86,8 @@ var _ = Describe("classifying copy errors", func() {
 			"the registry is failing; retrying with backoff"),
 		Entry("a bad request, which speaks for itself", registryError(http.StatusBadRequest, transport.ManifestInvalidErrorCode), ""),
 		Entry("a network error, which speaks for itself", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, ""),
+		Entry("a wait the registry asked for", &registry.Error{Class: registry.Transient, RetryAfter: 120 * time.Second, Err: registryError(http.StatusTooManyRequests)},
+			"the registry asked to come back in 2m0s; retrying then"),
 		Entry("no error", nil, ""),
 	)
 })

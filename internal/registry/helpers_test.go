@@ -253,7 +253,7 @@ type metricsSnapshot map[string]float64
 func snapshotCopies() metricsSnapshot {
 	GinkgoHelper()
 	s := metricsSnapshot{}
-	for _, result := range []string{"copied", "present", "cached", "failed"} {
+	for _, result := range []string{"copied", "present", "failed"} {
 		s[result] = copies(result)
 	}
 	return s

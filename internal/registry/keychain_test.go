@@ -199,7 +199,7 @@ var _ = Describe("reading registry credentials from a Docker config file", func(
 			Expect(err).NotTo(HaveOccurred())
 
 			dst := mustTag(protected + "/backup/app:v1")
-			Expect(registry.New(registry.Options{Keychain: kc}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), dst)).To(Equal(want))
+			Expect(registry.New(registry.Options{Keychain: kc}).Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: dst})).To(Equal(want))
 			desc, err := remote.Head(dst, remote.WithAuth(&authn.Basic{Username: "copier", Password: "copier-s3cr3t"}))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(desc.Digest).To(Equal(want))
@@ -212,9 +212,9 @@ var _ = Describe("reading registry credentials from a Docker config file", func(
 				kc, err := registry.DockerConfigKeychain(writeConfig(config()))
 				Expect(err).NotTo(HaveOccurred())
 
-				_, err = registry.New(registry.Options{Keychain: kc}).Copy(withLogger(ctx), mustRef(upstream.Host+"/app:v1"), mustTag(protected+"/backup/app:v1"))
+				_, err = registry.New(registry.Options{Keychain: kc}).Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(protected + "/backup/app:v1")})
 				Expect(err).To(HaveOccurred())
-				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.AccessDenied), "class of %q", err)
 				Expect(err.Error()).NotTo(ContainSubstring("s3cr3t"))
 				Expect(backup.Requests()).To(BeEmpty(), "nothing got past authentication")
 			},

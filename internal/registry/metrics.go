@@ -8,8 +8,7 @@ import (
 // Results of a copy request, the values of the copies_total "result" label.
 const (
 	resultCopied  = "copied"  // bytes were moved and the copy verified
-	resultPresent = "present" // the backup registry already held the digest
-	resultCached  = "cached"  // this process verified the copy earlier; no registry request was needed
+	resultPresent = "present" // the backup registry already held the digest (one manifest HEAD there)
 	resultFailed  = "failed"
 )
 
@@ -17,8 +16,13 @@ var (
 	copiesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "image_clone",
 		Name:      "copies_total",
-		Help:      "Image copy requests by result: copied, present (backup already held the digest), cached (verified earlier by this process), failed.",
+		Help:      "Image copy requests by result: copied, present (backup already held the digest), failed.",
 	}, []string{"result"})
+	tagCacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "image_clone",
+		Name:      "tag_cache_hits_total",
+		Help:      "Copy requests whose source tag was resolved within --tag-cache-ttl, answered without a request to the source registry.",
+	})
 	copyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "image_clone",
 		Name:      "copy_duration_seconds",
@@ -33,5 +37,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(copiesTotal, copyDuration, copiedBytes)
+	metrics.Registry.MustRegister(copiesTotal, copyDuration, copiedBytes, tagCacheHits)
 }

@@ -1,10 +1,9 @@
 package registry
 
 import (
-	"sync"
-
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/utils/lru"
 )
 
 // blobHolders remembers, for blobs this process has verified in a backup registry, the repository that last
@@ -15,56 +14,31 @@ import (
 // falls back to an upload.
 //
 // The index is shared by every copy of the process and holds up to a fixed number of digests, forgetting the
-// oldest first. Entries of one repository share its name's memory, so an entry costs about 200 bytes.
-type blobHolders struct {
-	mu    sync.Mutex
-	repos map[v1.Hash]name.Repository
-	ring  []v1.Hash // insertion order; next is the slot of the oldest digest once the ring is full
-	next  int
-}
+// least recently used first. Entries of one repository share its name's memory, so an entry costs about 200
+// bytes.
+type blobHolders struct{ repos *lru.Cache }
 
-func newBlobHolders(maxDigests int) *blobHolders {
-	return &blobHolders{repos: map[v1.Hash]name.Repository{}, ring: make([]v1.Hash, 0, maxDigests)}
-}
+func newBlobHolders(maxDigests int) *blobHolders { return &blobHolders{repos: lru.New(maxDigests)} }
 
 // add records that repo holds digests.
 func (h *blobHolders) add(repo name.Repository, digests ...v1.Hash) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, d := range digests {
-		if _, ok := h.repos[d]; ok || cap(h.ring) == 0 {
-			if ok {
-				h.repos[d] = repo
-			}
-			continue
-		}
-		h.repos[d] = repo
-		if len(h.ring) < cap(h.ring) {
-			h.ring = append(h.ring, d)
-			continue
-		}
-		delete(h.repos, h.ring[h.next])
-		h.ring[h.next] = d
-		h.next = (h.next + 1) % len(h.ring)
+		h.repos.Add(d, repo)
 	}
 }
 
 // holder returns a repository of dst's registry, other than dst, that holds digest.
 func (h *blobHolders) holder(dst name.Repository, digest v1.Hash) (name.Repository, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	r, ok := h.repos[digest]
-	if !ok || r.RegistryStr() != dst.RegistryStr() || r.RepositoryStr() == dst.RepositoryStr() {
+	v, ok := h.repos.Get(digest)
+	if !ok {
+		return name.Repository{}, false
+	}
+	r := v.(name.Repository)
+	if r.RegistryStr() != dst.RegistryStr() || r.RepositoryStr() == dst.RepositoryStr() {
 		return name.Repository{}, false
 	}
 	return r, true
 }
 
 // reset forgets every digest.
-func (h *blobHolders) reset() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.repos = map[v1.Hash]name.Repository{}
-	h.ring = h.ring[:0]
-	h.next = 0
-}
+func (h *blobHolders) reset() { h.repos.Clear() }

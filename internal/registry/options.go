@@ -12,6 +12,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"k8s.io/apimachinery/pkg/util/cache"
+	"k8s.io/utils/clock"
 )
 
 // Options configures a Copier. The zero value of every field but Keychain has a sane default.
@@ -23,16 +25,24 @@ type Options struct {
 	Mirrors map[string]Mirror
 	// Insecure lists registries (host[:port]) spoken to over plain HTTP.
 	Insecure []string
-	// Transport is the base HTTP transport; auth, retries and byte counting are layered on top of it.
+	// Transport is the base HTTP transport; auth, retries (see retryTransport) and byte counting are layered on
+	// top of it.
 	Transport http.RoundTripper
 	// MaxConcurrentCopies bounds how many images are copied at the same time (default 4).
 	MaxConcurrentCopies int
 	// LayerJobs bounds how many blobs of one image are copied at the same time (default DefaultLayerJobs).
 	LayerJobs int
-	// CopyTimeout bounds one image copy, including verification (default 30m).
+	// CopyTimeout bounds one Copy call: resolving, checking the backup, copying and verifying (default 30m).
 	CopyTimeout time.Duration
-	// VerifiedCacheSize bounds how many verified copies are remembered (default 10000).
-	VerifiedCacheSize int
+	// TagCacheTTL is how long the digest a source tag resolved to is reused by later copies of the same tag
+	// (with the same credentials) without asking the source registry again; 0, the default, asks every time.
+	// The backup registry is asked on every copy regardless.
+	TagCacheTTL time.Duration
+	// CacheSize bounds how many entries the tag cache and the record of failed verifications hold each
+	// (default 10000), forgetting the least recently used first.
+	CacheSize int
+	// Clock is the tag cache's time source (default the system clock); tests set a fake one.
+	Clock cache.Clock
 	// MountCacheSize bounds how many blobs the copier remembers a backup repository for, to mount them into
 	// other repositories instead of uploading them again (default 10000, about 200 bytes each).
 	MountCacheSize int
@@ -85,7 +95,6 @@ func (o *Options) defaults() {
 	if o.Transport == nil {
 		o.Transport = remote.DefaultTransport
 	}
-	o.Transport = retryAfterTransport{next: o.Transport}
 	if o.MaxConcurrentCopies <= 0 {
 		o.MaxConcurrentCopies = 4
 	}
@@ -95,8 +104,11 @@ func (o *Options) defaults() {
 	if o.CopyTimeout <= 0 {
 		o.CopyTimeout = 30 * time.Minute
 	}
-	if o.VerifiedCacheSize <= 0 {
-		o.VerifiedCacheSize = 10000
+	if o.CacheSize <= 0 {
+		o.CacheSize = 10000
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	if o.MountCacheSize <= 0 {
 		o.MountCacheSize = 10000

@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,7 +25,7 @@ import (
 type session struct {
 	c *Copier
 	// source and sourceKeychain, when set, are the repository a caller's own credentials are used for (see
-	// SourceAuth); every other repository is read with the Copier's keychain.
+	// Credentials); every other repository is read with the Copier's keychain.
 	source         name.Repository
 	sourceKeychain authn.Keychain
 
@@ -158,36 +154,10 @@ var manifestTypes = strings.Join([]string{
 	string(types.OCIImageIndex), string(types.DockerManifestList),
 }, ",")
 
-// wrapTransport adds what go-containerregistry's remote package adds to a transport it is given, with the same
-// defaults: retries of temporary failures and the user agent.
-func wrapTransport(tr http.RoundTripper) http.RoundTripper {
-	tr = transport.NewRetry(tr,
-		transport.WithRetryBackoff(retryBackoff),
-		transport.WithRetryPredicate(retryable),
-		transport.WithRetryStatusCodes(retryStatusCodes...))
-	return transport.NewUserAgent(tr, userAgent)
-}
-
-var (
-	retryBackoff     = transport.Backoff{Duration: time.Second, Factor: 3, Jitter: 0.1, Steps: 3}
-	retryStatusCodes = []int{
-		http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
-		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout,
-	}
-)
-
-// retryable reports whether a failed request is worth repeating, as go-containerregistry's remote package
-// decides by default: temporary errors and connections that broke off.
-func retryable(err error) bool {
-	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	// As go-containerregistry does, only the outermost error counts as temporary.
-	if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-		return true
-	}
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+// baseTransport is what every request of a Copier goes through: retries (the one place they happen) and the
+// user agent.
+func baseTransport(tr http.RoundTripper) http.RoundTripper {
+	return transport.NewUserAgent(retryTransport{next: tr}, userAgent)
 }
 
 // checkRedirect refuses, as go-containerregistry's fetcher does, a redirect from one host to an IP address

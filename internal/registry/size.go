@@ -65,7 +65,7 @@ func (m *measurer) add(descs ...v1.Descriptor) error {
 	defer m.mu.Unlock()
 	for _, d := range descs {
 		if d.Size < 0 {
-			return Permanent(fmt.Errorf("the manifest gives blob %s a negative size (%d)", d.Digest, d.Size))
+			return permanent(fmt.Errorf("the manifest gives blob %s a negative size (%d)", d.Digest, d.Size))
 		}
 		if d.MediaType.IsDistributable() {
 			m.blobs[d.Digest] = d.Size
@@ -87,7 +87,7 @@ func (m *measurer) image(img *copyImage) error {
 // nested arbitrarily deep, so the depth is bounded, by the bound verification applies to the copy.
 func (m *measurer) index(ctx context.Context, idx *copyIndex, depth int) error {
 	if depth >= maxIndexDepth {
-		return Permanent(fmt.Errorf("image indexes nest more than %d levels deep (the index at %s is level %d); the controller copies at most %d",
+		return permanent(fmt.Errorf("image indexes nest more than %d levels deep (the index at %s is level %d); the controller copies at most %d",
 			maxIndexDepth, idx.ref, depth+1, maxIndexDepth))
 	}
 	manifest, err := idx.IndexManifest()
@@ -123,12 +123,12 @@ func (m *measurer) index(ctx context.Context, idx *copyIndex, depth int) error {
 }
 
 // checkSize refuses an image of size bytes if it is larger than MaxImageSize. Retrying cannot shrink an image,
-// so the refusal is permanent: the workload's other images are backed up without it.
+// so the refusal is TooLarge: the workload's other images are backed up without it.
 func (c *Copier) checkSize(orig name.Reference, size int64) error {
 	if c.opts.MaxImageSize <= 0 || size <= c.opts.MaxImageSize {
 		return nil
 	}
-	return Permanent(fmt.Errorf("image %s is %s (%d bytes), larger than --max-image-size allows (%s); raise the limit to back it up",
+	return withClass(TooLarge, fmt.Errorf("image %s is %s (%d bytes), larger than --max-image-size allows (%s); raise the limit to back it up",
 		orig, humanBytes(size), size, humanBytes(c.opts.MaxImageSize)))
 }
 

@@ -38,9 +38,9 @@ var _ = Describe("limiting the size of images", func() {
 			r.resetRequests()
 			before := snapshotCopies()
 
-			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(HaveOccurred())
-			Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.TooLarge), "class of %q", err)
 			Expect(err.Error()).To(ContainSubstring(r.src(repo + ":v1").String()))
 			Expect(err.Error()).To(MatchRegexp(`is \d+(\.\d)? KiB \(%d bytes\), larger than --max-image-size allows \(64 KiB\)`, size))
 			Expect(registry.Explain(err)).To(BeEmpty(), "the message speaks for itself")
@@ -60,7 +60,7 @@ var _ = Describe("limiting the size of images", func() {
 				size := totalSize(blobsOf(r.src(repo + ":v1")))
 				copier := registry.New(registry.Options{MaxImageSize: size + headroom})
 
-				Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 				idx, err := remote.Index(r.dst("backup/" + repo + ":v1"))
 				Expect(err).NotTo(HaveOccurred())
 				Expect(validate.Index(idx)).To(Succeed())
@@ -78,9 +78,9 @@ var _ = Describe("limiting the size of images", func() {
 				copier := registry.New(registry.Options{MaxImageSize: 1})
 				r.resetRequests()
 
-				_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))
+				_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
 				Expect(err).To(MatchError(ContainSubstring("(%d bytes), larger than --max-image-size allows (1 B)", want)))
-				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.TooLarge), "class of %q", err)
 				Expect(r.upstream.BlobRequests()).To(BeZero(), "the sizes come from the manifests")
 			},
 			Entry("a single-platform image", func(repoTag string) error {
@@ -108,7 +108,7 @@ var _ = Describe("limiting the size of images", func() {
 			copier := registry.New(registry.Options{MaxImageSize: 1 << 30})
 			r.resetRequests()
 
-			Expect(copier.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			Expect(requestsWith(r.upstream, http.MethodGet, "/manifests/sha256:")).To(Equal(manifests),
 				"the index and each of its images: %v", r.upstream.Requests())
 		})
@@ -116,10 +116,10 @@ var _ = Describe("limiting the size of images", func() {
 		It("uses an image the backup already holds whatever its size, as nothing needs to be copied", func(ctx SpecContext) {
 			repo := uniqueRepo("held")
 			want := r.pushIndex(repo + ":v1")
-			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 
 			limited := registry.New(registry.Options{MaxImageSize: 1})
-			Expect(limited.Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(limited.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 		})
 	})
 
@@ -169,11 +169,11 @@ var _ = Describe("copying broken image indexes", func() {
 				r.resetRequests()
 				before := snapshotCopies()
 
-				_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+				_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 				Expect(err).To(MatchError(ContainSubstring("the image index at %s@%s references manifest %s, which the registry does not have",
 					r.src(repo+":v1").Context(), index, missing)))
 				Expect(err.Error()).To(ContainSubstring(r.src(repo + ":v1").String()))
-				Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+				Expect(registry.ClassOf(err)).To(Equal(registry.Permanent), "class of %q", err)
 				Expect(registry.Explain(err)).To(ContainSubstring("the image index is incomplete in the source registry"))
 				Expect(registry.Explain(err)).NotTo(ContainSubstring("does not exist"), "the image the user named exists")
 				Expect(before.added("failed")).To(Equal(1.0))
@@ -209,13 +209,13 @@ var _ = Describe("copying broken image indexes", func() {
 			})
 			r.resetRequests()
 
-			_, err := copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(MatchError(ContainSubstring("reading manifest %s, listed in the image index at %s@%s", child, r.src(repo+":v1").Context(), index)))
 			Expect(err).To(MatchError(ContainSubstring("does not match requested digest")), "go-containerregistry checks the digest")
 			Expect(err).NotTo(MatchError(context.DeadlineExceeded))
 			// Like a blob whose bytes do not match its digest, this may be a proxy's fault rather than the
 			// registry's, and is retried.
-			Expect(registry.IsPermanent(err)).To(BeFalse(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 			expectNothingCopied(dst)
 		})
 
@@ -227,10 +227,10 @@ var _ = Describe("copying broken image indexes", func() {
 			copier := registry.New(registry.Options{CopyTimeout: brokenCopyTimeout})
 			r.resetRequests()
 
-			_, err = copier.Copy(withLogger(ctx), r.src(repo+":v1"), dst)
+			_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(MatchError(ContainSubstring("image indexes nest more than 8 levels deep")))
 			Expect(err.Error()).To(ContainSubstring(r.src(repo + ":v1").String()))
-			Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.Permanent), "class of %q", err)
 			Expect(requestsWith(r.upstream, http.MethodGet, "/manifests/sha256:")).To(BeNumerically("<=", 9),
 				"the copier stops reading at the limit: %v", r.upstream.Requests())
 			expectNothingCopied(dst)
@@ -241,7 +241,7 @@ var _ = Describe("copying broken image indexes", func() {
 			want, err := r.upstream.WriteIndex(repo+":v1", nestedIndex(8))
 			Expect(err).NotTo(HaveOccurred())
 
-			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), r.src(repo+":v1"), r.dst("backup/"+repo+":v1"))).To(Equal(want))
+			Expect(registry.New(registry.Options{}).Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
 			idx, err := remote.Index(r.dst("backup/" + repo + ":v1"))
 			Expect(err).NotTo(HaveOccurred())
 			Expect(validate.Index(idx)).To(Succeed())

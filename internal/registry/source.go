@@ -302,7 +302,7 @@ func (x *copyIndex) child(key childKey, read func(*indexChild)) *indexChild {
 // as such (see missingManifestError), not as an image that does not exist: the index the user named does.
 func (x *copyIndex) childError(h v1.Hash, err error) error {
 	if isNotFound(err) {
-		return Permanent(&missingManifestError{index: x.ref, child: h, err: err})
+		return permanent(&missingManifestError{index: x.ref, child: h, err: err})
 	}
 	return fmt.Errorf("reading manifest %s, listed in the image index at %s: %w", h, x.ref, err)
 }

@@ -33,7 +33,7 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 	var upstream, backup *registrytest.Registry
 	var private string // host:port of the upstream behind basic authentication
 	var copier *registry.Copier
-	var tenant, stranger registry.SourceAuth
+	var tenant, stranger registry.Credentials
 
 	BeforeEach(func() {
 		upstream, backup = registrytest.NewInProcess(), registrytest.NewInProcess()
@@ -44,14 +44,14 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 		controllerKeychain, err := registry.DockerConfigKeychain(writeConfig(authsFor(private, "tenant", "tenant-s3cr3t")))
 		Expect(err).NotTo(HaveOccurred())
 		copier = registry.New(registry.Options{Keychain: controllerKeychain})
-		tenant = registry.SourceAuth{Keychain: pullSecretKeychain(private, "tenant", "tenant-s3cr3t"), ID: "tenant"}
-		stranger = registry.SourceAuth{Keychain: authn.NewMultiKeychain(), ID: ""}
+		tenant = registry.Credentials{Keychain: pullSecretKeychain(private, "tenant", "tenant-s3cr3t"), ID: "tenant"}
+		stranger = registry.Credentials{Keychain: authn.NewMultiKeychain(), ID: ""}
 	})
 
 	It("copies with the workload's pull secret", func(ctx SpecContext) {
 		want, err := upstream.PushIndex("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		got, err := copier.Copy(withLogger(ctx), mustRef(private+"/app:v1"), mustTag(backup.Host+"/app:v1"), tenant)
+		got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(private + "/app:v1"), Target: mustTag(backup.Host + "/app:v1"), Credentials: registry.Static(&tenant)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got).To(Equal(want))
 	})
@@ -59,9 +59,9 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 	It("refuses a workload without credentials even though the controller's keychain could read the source", func(ctx SpecContext) {
 		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		_, err = copier.Copy(withLogger(ctx), mustRef(private+"/app:v1"), mustTag(backup.Host+"/app:v1"), stranger)
+		_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(private + "/app:v1"), Target: mustTag(backup.Host + "/app:v1"), Credentials: registry.Static(&stranger)})
 		Expect(err).To(HaveOccurred())
-		Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+		Expect(registry.ClassOf(err)).To(Equal(registry.AccessDenied), "class of %q", err)
 		Expect(err.Error()).To(ContainSubstring("pull credentials"))
 		// The backup's tag is looked up while the source is resolved; nothing is written there.
 		for _, req := range backup.Requests() {
@@ -74,15 +74,15 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 		want, err := upstream.PushIndex("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
 		dst := mustTag(backup.Host + "/app:v1")
-		_, err = copier.Copy(withLogger(ctx), mustRef(private+"/app:v1"), dst, tenant)
+		_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(private + "/app:v1"), Target: dst, Credentials: registry.Static(&tenant)})
 		Expect(err).NotTo(HaveOccurred())
 
 		for _, src := range []string{private + "/app:v1", private + "/app@" + want.String()} {
-			_, err = copier.Copy(withLogger(ctx), mustRef(src), dst, stranger)
+			_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(src), Target: dst, Credentials: registry.Static(&stranger)})
 			Expect(err).To(HaveOccurred(), src)
-			Expect(registry.IsPermanent(err)).To(BeTrue(), "IsPermanent(%q)", err)
+			Expect(registry.ClassOf(err)).To(Equal(registry.AccessDenied), "class of %q", err)
 
-			got, err := copier.Copy(withLogger(ctx), mustRef(src), dst, tenant)
+			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(src), Target: dst, Credentials: registry.Static(&tenant)})
 			Expect(err).NotTo(HaveOccurred(), src)
 			Expect(got).To(Equal(want), src)
 		}
@@ -97,7 +97,7 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 			Keychain: controllerKeychain,
 			Mirrors:  map[string]registry.Mirror{name.DefaultRegistry: {Registry: private}},
 		})
-		got, err := mirrored.Copy(withLogger(ctx), mustRef("index.docker.io/library/app:v1"), mustTag(backup.Host+"/app:v1"), stranger)
+		got, err := mirrored.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef("index.docker.io/library/app:v1"), Target: mustTag(backup.Host + "/app:v1"), Credentials: registry.Static(&stranger)})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got).To(Equal(want))
 	})
@@ -106,7 +106,7 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 		want, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
 		dst := mustTag(backup.Host + "/app:v1")
-		got, err := copier.Copy(withLogger(ctx), mustRef(private+"/app:v1"), dst)
+		got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(private + "/app:v1"), Target: dst})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(got).To(Equal(want))
 		desc, err := remote.Head(dst)

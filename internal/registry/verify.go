@@ -56,7 +56,7 @@ func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte,
 	switch {
 	case desc.MediaType.IsIndex():
 		if depth >= maxIndexDepth {
-			return Permanent(fmt.Errorf("index %s nests more than %d levels deep", desc.Digest, maxIndexDepth))
+			return permanent(fmt.Errorf("index %s nests more than %d levels deep", desc.Digest, maxIndexDepth))
 		}
 		idx, err := v1.ParseIndexManifest(bytesReader(raw))
 		if err != nil {
@@ -95,7 +95,7 @@ func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte,
 		}
 		return g.Wait()
 	default:
-		return Permanent(fmt.Errorf("manifest %s has unsupported media type %q", desc.Digest, desc.MediaType))
+		return permanent(fmt.Errorf("manifest %s has unsupported media type %q", desc.Digest, desc.MediaType))
 	}
 }
 

@@ -92,7 +92,7 @@ func copyOnce(args []string) error {
 		if *engine == crane {
 			errs[i] = craneCopy(ctx, src, dst)
 		} else {
-			_, errs[i] = copier.Copy(ctx, src, dst)
+			_, errs[i] = copier.Copy(ctx, registry.CopyRequest{Source: src, Target: dst})
 		}
 		report.Seconds[i] = time.Since(start).Seconds()
 	}

@@ -359,8 +359,8 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			Values:  map[string]float64{"ours": copies["copied"]},
 			Target:  fmt.Sprintf("= %d", cfg.images),
 			Met:     scaleMet(copies["copied"] == float64(cfg.images)),
-			Note: fmt.Sprintf("copy requests: %s; answered by the controller's tag cache: %.0f (one of the two per "+
-				"workload image; cached = verified earlier by this process, present = found in the backup registry)",
+			Note: fmt.Sprintf("copy requests: %s; source tags answered by the tag cache: %.0f (present = found in "+
+				"the backup registry, which is asked on every copy)",
 				scaleCounts(copies), after.sum("image_clone_tag_cache_hits_total", nil)-before.sum("image_clone_tag_cache_hits_total", nil)),
 		},
 		{

@@ -36,6 +36,7 @@ type Registry struct {
 	proxy    *httptest.Server
 	backend  *httptest.Server // in-process registry, if any
 	process  *exec.Cmd        // distribution registry, if any
+	dataDir  string           // storage of a distribution registry
 	exited   chan struct{}
 	upstream *url.URL
 	down     atomic.Bool
@@ -111,7 +112,7 @@ http:
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
 	upstream := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}
-	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: upstream, Backend: upstream.Host}
+	r := &Registry{process: cmd, exited: make(chan struct{}), upstream: upstream, Backend: upstream.Host, dataDir: filepath.Join(dir, "data")}
 	go func() {
 		_ = cmd.Wait()
 		_ = logFile.Close()
@@ -156,17 +157,17 @@ func (r *Registry) startProxy() {
 	rp.BufferPool = proxyBuffers
 	rp.Transport = proxyTransport
 	r.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.down.Load() {
-			http.Error(w, "registry is down for this test", http.StatusServiceUnavailable)
-			return
-		}
 		rec := Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery}
 		var n atomic.Int64
 		if req.Body != nil {
 			req.Body = &countingBody{ReadCloser: req.Body, n: &n}
 		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		rp.ServeHTTP(sw, req)
+		if r.down.Load() {
+			http.Error(sw, "registry is down for this test", http.StatusServiceUnavailable)
+		} else {
+			rp.ServeHTTP(sw, req)
+		}
 		rec.Bytes, rec.Status = n.Load(), sw.status
 		r.mu.Lock()
 		r.requests = append(r.requests, rec)

@@ -1,0 +1,122 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// patchAttempts bounds how often a patch that lost a race against another writer is retried on a fresh read
+// before the workload goes back to the queue.
+const patchAttempts = 3
+
+// patch rewrites the images in one JSON patch (RFC 6902) that replaces only the image fields, each guarded by
+// tests of the container's name and image as they were read. Writes by others to anything else — the
+// Deployment controller updating status right after a workload is created, a user editing env — neither make
+// it fail nor get overwritten. If a user changed one of those images (or reordered the containers) in the
+// meantime, a test fails and the rewrite is computed again from a fresh read; images the fresh read no longer
+// has are simply not rewritten.
+//
+// addSecret also adds the backup pull secret to the pod template, unless a fresh read lists it already or
+// runs nothing from the backup.
+//
+// It reports whether this call rewrote images: a stale read of a workload that an earlier reconcile already
+// patched ends up with nothing to change.
+func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]string, addSecret bool) (bool, error) {
+	log := ctrl.LoggerFrom(ctx)
+	current := obj
+	for attempt := 1; ; attempt++ {
+		spec := &r.Kind.PodTemplate(current).Spec
+		ops, changed := imagePatch(r.Kind.TemplatePath, spec, rewrites)
+		// On a fresh read the secret is added only where pods will pull from the backup.
+		withSecret := addSecret && !r.backupSecret.references(spec) && (len(changed) > 0 || r.usesBackup(spec))
+		if withSecret {
+			ops = append(ops, pullSecretPatch(r.Kind.TemplatePath, spec, r.backupSecret.name, current.GetResourceVersion())...)
+		}
+		if len(ops) == 0 {
+			return false, nil // an earlier reconcile (or the user) already changed every image we would rewrite
+		}
+		body, err := json.Marshal(ops)
+		if err != nil {
+			return false, fmt.Errorf("encoding the image patch: %w", err)
+		}
+		target := newObject[T]()
+		target.SetNamespace(obj.GetNamespace())
+		target.SetName(obj.GetName())
+		err = r.Client.Patch(ctx, target, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
+		if err == nil {
+			workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
+			for _, image := range changed {
+				log.Info("Pointed workload at backup", "image", image, "backup", rewrites[image])
+			}
+			if withSecret {
+				log.Info("Added the backup pull secret to the pod template", "secret", r.backupSecret.name)
+			}
+			return len(changed) > 0, nil
+		}
+		// A failed test comes back as 422 Invalid; a conflict is not expected without a resourceVersion in the
+		// patch, but means the same: the read was stale.
+		if !apierrors.IsInvalid(err) && !apierrors.IsConflict(err) || attempt == patchAttempts {
+			return false, fmt.Errorf("patching images: %w", err)
+		}
+		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt, "error", err.Error())
+		current = newObject[T]()
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
+			return false, fmt.Errorf("re-reading workload after a failed patch: %w", err)
+		}
+	}
+}
+
+// jsonPatchOp is one operation of a JSON patch (RFC 6902).
+type jsonPatchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// pullSecretPatch returns the JSON patch operations that add the pull secret secretName to spec (at
+// templatePath in the object). Appending to an existing list needs no guard; creating the list does, since
+// "add" would replace a list someone else created meanwhile, so it is guarded by the resourceVersion read.
+func pullSecretPatch(templatePath string, spec *corev1.PodSpec, secretName, resourceVersion string) []jsonPatchOp {
+	path := templatePath + "/spec/imagePullSecrets"
+	ref := map[string]string{"name": secretName}
+	if len(spec.ImagePullSecrets) > 0 {
+		return []jsonPatchOp{{Op: "add", Path: path + "/-", Value: ref}}
+	}
+	return []jsonPatchOp{
+		{Op: "test", Path: "/metadata/resourceVersion", Value: resourceVersion},
+		{Op: "add", Path: path, Value: []map[string]string{ref}},
+	}
+}
+
+// imagePatch returns the JSON patch operations that point every container of spec (at templatePath in the
+// object) whose image has a rewrite at its backup, and the images changed. Each replacement is preceded by
+// tests of the container's name and current image.
+func imagePatch(templatePath string, spec *corev1.PodSpec, rewrites map[string]string) ([]jsonPatchOp, []string) {
+	var ops []jsonPatchOp
+	var changed []string
+	for _, list := range []struct {
+		field      string
+		containers []corev1.Container
+	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}} {
+		for i, c := range list.containers {
+			backup, ok := rewrites[c.Image]
+			if !ok {
+				continue
+			}
+			path := fmt.Sprintf("%s/spec/%s/%d", templatePath, list.field, i)
+			ops = append(ops,
+				jsonPatchOp{Op: "test", Path: path + "/name", Value: c.Name},
+				jsonPatchOp{Op: "test", Path: path + "/image", Value: c.Image},
+				jsonPatchOp{Op: "replace", Path: path + "/image", Value: backup})
+			changed = append(changed, c.Image)
+		}
+	}
+	return ops, changed
+}

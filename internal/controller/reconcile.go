@@ -1,0 +1,288 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+)
+
+// maxRetryAfter caps how long a workload waits when a registry asks for a longer pause (Retry-After), so that a
+// registry's mistake cannot park a workload for days.
+const maxRetryAfter = 10 * time.Minute
+
+// Reconcile backs up one workload's images:
+//  1. skip workloads that are ignored, being deleted, or serve the backup registry;
+//  2. map every external image of containers and initContainers to its backup reference, and every copy the
+//     workload already runs from back to its source;
+//  3. copy the images with the workload's own pull credentials, each verified complete in the backup now, and
+//     restore the copies the backup registry lost;
+//  4. decide from the failures, by their class, whether to point the workload at its copies now and when to
+//     try again;
+//  5. provide the backup pull secret, if configured, in the workload's namespace;
+//  6. patch all safely backed-up images (and that secret) in one patch (each image field guarded by a test).
+//
+// While any image fails transiently nothing is patched, so the workload rolls out once, not once per image.
+// Images that cannot be copied as they stand are reported and do not hold the others back. Every failure is
+// reported once: in a Warning Event and in the returned error (which controller-runtime logs), or, when a
+// registry asked for a pause, in the Event and a log line with the requeue.
+func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("workload", klog.KObj(obj), "kind", r.Kind.Name)
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	if reason, err := r.skipReason(ctx, obj); err != nil || reason != "" {
+		if reason != "" {
+			log.V(1).Info("Skipping workload", "reason", reason)
+		}
+		return reconcile.Result{}, err
+	}
+
+	spec := &r.Kind.PodTemplate(obj).Spec
+	results := r.mapImages(spec)
+	creds := r.sourceCredentials(obj)
+	r.backUp(ctx, results, creds.source)
+
+	plan := decide(results)
+	if len(plan.failed) > 0 {
+		// One Event for all the failed images: the events API folds Events of the same type, reason and action
+		// on the same object into one series that keeps the first note only, so one Event per image would show
+		// just one of them (whichever was sent first).
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s", describeFailures(plan.failed, creds.unused()))
+	}
+	if plan.patch {
+		if err := r.pointAtBackups(ctx, obj, spec, results); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if plan.result.RequeueAfter > 0 {
+		log.Info("A registry asked for a pause; trying again then", "requeueAfter", plan.result.RequeueAfter.String())
+	}
+	return plan.result, plan.err
+}
+
+// skipReason says why a workload is left alone, or "" if it is reconciled.
+func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
+	switch {
+	case obj.GetDeletionTimestamp() != nil:
+		return "being deleted", nil
+	case r.ignored[obj.GetNamespace()]:
+		return "namespace is ignored", nil
+	case obj.GetAnnotations()[IgnoreAnnotation] == "true":
+		return "workload has " + IgnoreAnnotation + "=true", nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: obj.GetNamespace()}, ns); err != nil {
+		return "", fmt.Errorf("reading namespace %s for its %s annotation: %w", obj.GetNamespace(), IgnoreAnnotation, err)
+	}
+	if ns.Annotations[IgnoreAnnotation] == "true" {
+		return "namespace has " + IgnoreAnnotation + "=true", nil
+	}
+	// Last, because it may read Services.
+	service, err := newBackupServer(r.Options.Backup).serves(ctx, r.Client, obj, r.Kind.PodTemplate(obj))
+	if err != nil || service == "" {
+		return "", err
+	}
+	return "workload serves the backup registry (Service " + service + ")", nil
+}
+
+// backupResult is the outcome of backing up one image.
+type backupResult struct {
+	image   string
+	mapping imageref.Mapping
+	digest  v1.Hash
+	// err is the copy's failure, a registry.Error whose class decides what happens next.
+	err error
+	// keep marks an image the workload already runs from the backup: its copy is only checked, and restored
+	// from the source if the backup lost it.
+	keep bool
+}
+
+// mapImages returns the distinct images of spec, each parsed once into its backup mapping: the external ones,
+// to copy and point at their copies (an image that cannot be mapped carries an Invalid error), and the copies
+// the controller already pointed spec at, to check they still exist (keep). Other images of the backup
+// registry are none of the controller's business.
+func (r *Reconciler[T]) mapImages(spec *corev1.PodSpec) []backupResult {
+	seen := map[string]bool{}
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		seen[c.Image] = true
+	}
+	results := make([]backupResult, 0, len(seen))
+	for _, image := range slices.Sorted(maps.Keys(seen)) {
+		if r.Options.Backup.Contains(image) {
+			if mapping, err := r.Options.Backup.Unmap(image); err == nil {
+				results = append(results, backupResult{image: image, mapping: mapping, keep: true})
+			}
+			continue
+		}
+		mapping, err := r.Options.Backup.Map(image)
+		results = append(results, backupResult{image: image, mapping: mapping, err: registry.Classify(registry.Invalid, err)})
+	}
+	return results
+}
+
+// sourceCredentials returns the credentials that make the copier pull images as the workload's pods would. They
+// are read when the copier first needs them, and at most once: a workload whose copies all exist costs no
+// read of its ServiceAccount or Secrets.
+func (r *Reconciler[T]) sourceCredentials(obj T) *lazyCredentials {
+	if r.pullSecrets == nil {
+		return &lazyCredentials{}
+	}
+	l := &lazyCredentials{}
+	l.source = func(ctx context.Context) (*registry.Credentials, error) {
+		l.once.Do(func() {
+			l.creds, l.unusedSecrets, l.err = r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &r.Kind.PodTemplate(obj).Spec)
+		})
+		return l.creds, l.err
+	}
+	return l
+}
+
+// lazyCredentials are a workload's pull credentials, read on first use.
+type lazyCredentials struct {
+	// source is nil when sources are pulled with the copier's own keychain.
+	source registry.CredentialSource
+
+	once          sync.Once
+	creds         *registry.Credentials
+	unusedSecrets []string
+	err           error
+}
+
+// unused names the workload's pull secrets that could not be used, if they were read. Call it once the copies
+// that may read them are done.
+func (l *lazyCredentials) unused() []string { return l.unusedSecrets }
+
+// backUp copies the images of results that mapped, at most MaxConcurrentImages at a time, and records each
+// outcome in place.
+func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, creds registry.CredentialSource) {
+	limit := make(chan struct{}, max(1, r.Options.MaxConcurrentImages))
+	var wg sync.WaitGroup
+	for i := range results {
+		if results[i].err != nil {
+			continue
+		}
+		wg.Go(func() {
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			m := results[i].mapping
+			results[i].digest, results[i].err = r.Copier.Copy(ctx, registry.CopyRequest{
+				Source: m.Source, Target: m.Target, Credentials: creds, KeepExisting: results[i].keep})
+		})
+	}
+	wg.Wait()
+}
+
+// plan is what a reconcile does after the copies: whether it points the workload at the copies that succeeded,
+// and when it comes back.
+type plan struct {
+	failed []backupResult
+	patch  bool
+	result reconcile.Result
+	err    error
+}
+
+// decide turns the failures' classes into the plan; it is the one place that chooses retries:
+//   - Transient: nothing is patched yet (one rollout, not one per image); the workload comes back after the
+//     longest Retry-After a registry asked for when every transient failure had one, else with the work
+//     queue's backoff;
+//   - Permanent, AccessDenied, TooLarge: the other images are patched, and the workload comes back with
+//     backoff, since the image may be published, access granted or the limit raised later;
+//   - Invalid: the other images are patched, and only a change of the workload brings it back.
+func decide(results []backupResult) plan {
+	var p plan
+	byClass := map[registry.Class][]string{}
+	var wait time.Duration
+	allWait := true
+	for _, res := range results {
+		if res.err == nil {
+			continue
+		}
+		p.failed = append(p.failed, res)
+		class := registry.ClassOf(res.err)
+		byClass[class] = append(byClass[class], res.image)
+		if class == registry.Transient {
+			after := registry.RetryAfterOf(res.err)
+			wait = max(wait, after)
+			allWait = allWait && after > 0
+		}
+	}
+	switch {
+	case len(byClass[registry.Transient]) > 0 && allWait:
+		p.result.RequeueAfter = min(wait, maxRetryAfter)
+	case len(byClass[registry.Transient]) > 0:
+		p.err = fmt.Errorf("backing up %s: will retry", strings.Join(byClass[registry.Transient], ", "))
+	case len(byClass[registry.Permanent])+len(byClass[registry.AccessDenied])+len(byClass[registry.TooLarge]) > 0:
+		p.patch = true
+		p.err = fmt.Errorf("cannot back up %s", strings.Join(slices.Concat(
+			byClass[registry.Permanent], byClass[registry.AccessDenied], byClass[registry.TooLarge]), ", "))
+	case len(byClass[registry.Invalid]) > 0:
+		p.patch = true
+		p.err = reconcile.TerminalError(fmt.Errorf("invalid image references: %s", strings.Join(byClass[registry.Invalid], ", ")))
+	default:
+		p.patch = true
+	}
+	return p
+}
+
+// pointAtBackups provides the backup pull secret where the workload needs it and patches the workload to the
+// copies that succeeded. It is also how a workload that already runs from the backup gets the secret, or keeps
+// its namespace's copy current.
+func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.PodSpec, results []backupResult) error {
+	rewrites := map[string]string{}
+	for _, res := range results {
+		if res.err == nil && !res.keep {
+			rewrites[res.image] = res.mapping.PodImage()
+		}
+	}
+	addSecret, err := r.provideBackupPullSecret(ctx, obj, spec, len(rewrites) > 0)
+	if err != nil {
+		return err
+	}
+	if len(rewrites) == 0 && !addSecret {
+		return nil
+	}
+	patched, err := r.patch(ctx, obj, rewrites, addSecret)
+	if err != nil {
+		return err
+	}
+	if patched {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s", describeBackups(results))
+	}
+	return nil
+}
+
+// provideBackupPullSecret makes the backup pull secret, if one is configured, exist and be current in the
+// workload's namespace when the workload runs from the backup or is about to (pointing), and reports whether
+// the pod template still has to list it. The namespace's copy is checked once per BackupPullSecretRefresh, not
+// once per workload: workloads of a namespace are often reconciled together (a new namespace, a restart).
+func (r *Reconciler[T]) provideBackupPullSecret(ctx context.Context, obj T, spec *corev1.PodSpec, pointing bool) (bool, error) {
+	if r.backupSecret == nil || !pointing && !r.usesBackup(spec) {
+		return false, nil
+	}
+	if err := r.backupSecret.refresh(ctx, obj.GetNamespace()); err != nil {
+		// Pods could not pull their copies without the secret: point them nowhere yet.
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "PullSecret", "%s",
+			eventNote("Cannot provide the backup pull secret in this namespace, so the workload is not pointed at (more of) its backups: "+err.Error()))
+		return false, err
+	}
+	return !r.backupSecret.references(spec), nil
+}
+
+// usesBackup reports whether any container of spec runs an image from the backup registry.
+func (r *Reconciler[T]) usesBackup(spec *corev1.PodSpec) bool {
+	return slices.ContainsFunc(slices.Concat(spec.InitContainers, spec.Containers),
+		func(c corev1.Container) bool { return r.Options.Backup.Contains(c.Image) })
+}

@@ -1,0 +1,210 @@
+// Package controller holds the one reconciler that backs up the images of Deployments and DaemonSets and
+// points their pod templates at the copies. setup.go wires it into a manager, reconcile.go holds its steps,
+// patch.go the JSON patches it writes and events.go the words of its Events.
+package controller
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+)
+
+// IgnoreAnnotation opts a workload, or every workload of a namespace, out of backups when set to "true".
+const IgnoreAnnotation = "image-clone-controller.io/ignore"
+
+// FieldOwner identifies the controller's writes in managedFields and audit logs.
+const FieldOwner = "image-clone-controller"
+
+// Event reasons recorded on workloads.
+const (
+	ReasonImagesBackedUp = "ImagesBackedUp"
+	ReasonBackupFailed   = "BackupFailed"
+)
+
+// Retry delays for workloads whose images could not all be backed up: quick at first for blips, capped so that
+// an image that appears later (or credentials that get fixed) is picked up within minutes.
+const (
+	retryBaseDelay = 500 * time.Millisecond
+	retryMaxDelay  = 5 * time.Minute
+)
+
+// ImageCopier copies an image into the backup registry and returns its digest once the copy is verified
+// complete; its errors carry a registry.Class. Implementations deduplicate concurrent requests for the same
+// copy. *registry.Copier is the one used outside tests.
+type ImageCopier interface {
+	Copy(ctx context.Context, req registry.CopyRequest) (v1.Hash, error)
+}
+
+// Kind describes one workload kind to the generic reconciler; the pod template accessor is the only
+// kind-specific code.
+type Kind[T client.Object] struct {
+	// Name is the Kind as users see it, e.g. "Deployment"; it names the controller and labels metrics.
+	Name string
+	// PodTemplate returns the object's pod template, which the reconciler rewrites in place.
+	PodTemplate func(T) *corev1.PodTemplateSpec
+	// TemplatePath is the JSON pointer of the pod template in the object, e.g. "/spec/template".
+	TemplatePath string
+	// NewList returns an empty list of the kind, used to find the workloads of a namespace.
+	NewList func() client.ObjectList
+}
+
+// Deployments is the Kind of apps/v1 Deployments.
+var Deployments = Kind[*appsv1.Deployment]{
+	Name:         "Deployment",
+	PodTemplate:  func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	TemplatePath: "/spec/template",
+	NewList:      func() client.ObjectList { return &appsv1.DeploymentList{} },
+}
+
+// DaemonSets is the Kind of apps/v1 DaemonSets.
+var DaemonSets = Kind[*appsv1.DaemonSet]{
+	Name:         "DaemonSet",
+	PodTemplate:  func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template },
+	TemplatePath: "/spec/template",
+	NewList:      func() client.ObjectList { return &appsv1.DaemonSetList{} },
+}
+
+// Options configure the reconcilers; they are built from command-line flags.
+type Options struct {
+	// Backup is the registry (and path prefix) that copies go to.
+	Backup imageref.Backup
+	// IgnoredNamespaces are never reconciled.
+	IgnoredNamespaces []string
+	// MaxConcurrentReconciles bounds parallel reconciles per kind.
+	MaxConcurrentReconciles int
+	// MaxConcurrentImages bounds how many images of one workload are resolved and copied at once.
+	MaxConcurrentImages int
+	// WorkloadPullSecrets pulls source images with the workload's own pull secrets (those of its pod template
+	// and its ServiceAccount) instead of the copier's credentials, so a workload is only backed up from images
+	// it could pull itself. It needs permission to get Secrets and ServiceAccounts.
+	WorkloadPullSecrets bool
+	// BackupPullSecret, if set, names a pull secret for the backup registry in OwnNamespace; it is copied into
+	// every namespace whose workloads are pointed at the backup and added to their pod templates.
+	BackupPullSecret string
+	// OwnNamespace is the controller's namespace, which holds BackupPullSecret.
+	OwnNamespace string
+	// BackupPullSecretRefresh is how often at most a namespace's copy of BackupPullSecret is compared with its
+	// source, as workloads of the namespace are patched or reconciled (default 1m).
+	BackupPullSecretRefresh time.Duration
+}
+
+// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+//
+// Reading pull secrets (Options.WorkloadPullSecrets) and writing backup pull secrets (Options.BackupPullSecret)
+// need permissions of their own, kept in separate ClusterRoles (config/rbac/pull_secrets_role.yaml,
+// config/components/backup-pull-secret) so that they can be scoped to some namespaces or left out.
+
+// SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
+func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
+	rec := mgr.GetEventRecorder("image-clone-controller")
+	if err := indexBackupServices(context.Background(), mgr.GetFieldIndexer(), opts.Backup); err != nil {
+		return err
+	}
+	if opts.BackupPullSecret != "" && opts.OwnNamespace == "" {
+		return errors.New("a backup pull secret needs the controller's namespace (POD_NAMESPACE), which holds its source")
+	}
+	if err := (&Reconciler[*appsv1.Deployment]{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&Reconciler[*appsv1.DaemonSet]{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: DaemonSets,
+	}).SetupWithManager(mgr)
+}
+
+// Reconciler backs up the external images of one workload kind and points the pod template at the copies.
+type Reconciler[T client.Object] struct {
+	Client client.Client
+	// APIReader reads workloads past the cache, to retry a patch that lost a race against another writer.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	Copier    ImageCopier
+	Options   Options
+	Kind      Kind[T]
+
+	ignored map[string]bool
+	// pullSecrets is set when sources are pulled with the workload's pull secrets.
+	pullSecrets *pullCredentials
+	// backupSecret is set when the backup registry needs a pull secret.
+	backupSecret *backupPullSecret
+}
+
+// SetupWithManager registers the reconciler as controller "image-clone-<kind>".
+func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
+	r.ignored = map[string]bool{}
+	for _, ns := range r.Options.IgnoredNamespaces {
+		r.ignored[ns] = true
+	}
+	if r.Options.WorkloadPullSecrets {
+		r.pullSecrets = &pullCredentials{reader: r.APIReader}
+	}
+	if r.Options.BackupPullSecret != "" {
+		every := r.Options.BackupPullSecretRefresh
+		if every <= 0 {
+			every = time.Minute
+		}
+		r.backupSecret = &backupPullSecret{client: r.Client, reader: r.APIReader, name: r.Options.BackupPullSecret,
+			source: r.Options.OwnNamespace, every: every}
+	}
+	// Filtering at the watch keeps ignored namespaces out of the work queue altogether.
+	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetNamespace()] })
+	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetName()] })
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("image-clone-"+strings.ToLower(r.Kind.Name)).
+		For(newObject[T](), builder.WithPredicates(inScope,
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// Opting a namespace back in (removing the annotation) must reconcile its workloads.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.workloadsInNamespace),
+			builder.WithPredicates(namespaceInScope, predicate.AnnotationChangedPredicate{})).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles,
+			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBaseDelay, retryMaxDelay),
+		}).
+		Complete(reconcile.AsReconciler[T](mgr.GetClient(), r))
+}
+
+// workloadsInNamespace enqueues every workload of the kind in a namespace whose annotations changed.
+func (r *Reconciler[T]) workloadsInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	list := r.Kind.NewList()
+	if err := r.Client.List(ctx, list, client.InNamespace(ns.GetName())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing workloads of namespace", "namespace", ns.GetName())
+		return nil
+	}
+	var requests []reconcile.Request
+	_ = meta.EachListItem(list, func(o runtime.Object) error {
+		obj := o.(client.Object)
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+		return nil
+	})
+	return requests
+}
+
+// newObject returns an empty object of the kind, e.g. &appsv1.Deployment{} for T = *appsv1.Deployment.
+func newObject[T client.Object]() T {
+	return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T)
+}
