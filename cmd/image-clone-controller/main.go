@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
@@ -118,7 +120,6 @@ func run(ctx context.Context, f flags) error {
 		MaxConcurrentCopies: f.maxConcurrentCopies,
 		CopyTimeout:         f.copyTimeout,
 		TagCacheTTL:         f.tagCacheTTL,
-		Keychain:            authn.DefaultKeychain,
 	}
 	if copierOpts.MaxImageSize, err = registry.ParseMaxImageSize(f.maxImageSize); err != nil {
 		return fmt.Errorf("--max-image-size: %w", err)
@@ -135,10 +136,8 @@ func run(ctx context.Context, f flags) error {
 			return fmt.Errorf("--insecure-registry %q: %w", host, err)
 		}
 	}
-	if f.registryConfig != "" {
-		if copierOpts.Keychain, err = registry.DockerConfigKeychain(f.registryConfig); err != nil {
-			return fmt.Errorf("--registry-config: %w", err)
-		}
+	if copierOpts.Keychain, err = registryKeychain(f.registryConfig); err != nil {
+		return err
 	}
 
 	ownNamespace := os.Getenv("POD_NAMESPACE")
@@ -195,6 +194,37 @@ func run(ctx context.Context, f flags) error {
 	ctrl.Log.WithName("setup").Info("Starting manager", "backup", backup.String(), "ignoredNamespaces", ignored,
 		"sourceMirrors", f.sourceMirrors.String())
 	return mgr.Start(ctx)
+}
+
+// registryKeychain reads the credentials of the backup registry and mirrors from the Docker config at path, or,
+// when path is "", from $DOCKER_CONFIG/config.json or ~/.docker/config.json as docker does. Workload pull
+// secrets go through the same parser (internal/dockerconfig). A default file that names credential helpers (a
+// developer's desktop config) is passed over with a warning; one named by the flag must hold its credentials.
+func registryKeychain(path string) (authn.Keychain, error) {
+	explicit := path != ""
+	if !explicit {
+		dir := os.Getenv("DOCKER_CONFIG")
+		if dir == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return authn.NewMultiKeychain(), nil //nolint:nilerr // no home: no default config to read
+			}
+			dir = filepath.Join(home, ".docker")
+		}
+		path = filepath.Join(dir, "config.json")
+	}
+	keychain, err := dockerconfig.FileKeychain(path)
+	switch {
+	case err == nil:
+		return keychain, nil
+	case !explicit && errors.Is(err, dockerconfig.ErrCredentialHelpers):
+		ctrl.Log.WithName("setup").Info("Not using the default Docker config, which names credential helpers; pass --registry-config for registry credentials", "path", path)
+		return authn.NewMultiKeychain(), nil
+	case explicit:
+		return nil, fmt.Errorf("--registry-config: %w", err)
+	default:
+		return nil, fmt.Errorf("reading the default Docker config %s (pass --registry-config to use another file): %w", path, err)
+	}
 }
 
 func splitList(s string) []string {

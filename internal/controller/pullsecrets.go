@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"time"
 
-	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
@@ -36,16 +37,24 @@ type pullCredentials struct {
 }
 
 // sourceAuth returns the credentials the workload's pods pull with: the pull secrets of the pod template and of
-// its ServiceAccount, as the kubelet combines them. Secrets that do not exist, cannot be parsed, or that the
+// its ServiceAccount, as the kubelet combines them and with its matching rules (internal/dockerconfig, the one
+// parser of Docker configs, also behind --registry-config). Secrets that do not exist, cannot be parsed, or that the
 // controller may not read (RBAC scoped to some namespaces) are left out, as the kubelet leaves out the ones it
 // cannot use: the copy then runs with less access, never with more. unused names those secrets and why, for
 // the user to read next to an access error.
 func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
 	log := ctrl.LoggerFrom(ctx)
-	names := map[string]bool{}
-	for _, ref := range spec.ImagePullSecrets {
-		names[ref.Name] = true
+	// The pod's own pull secrets come first, then its ServiceAccount's, as the kubelet orders them: where two
+	// secrets hold credentials for the same key, the first one wins.
+	var names []string
+	addNames := func(refs []corev1.LocalObjectReference) {
+		for _, ref := range refs {
+			if ref.Name != "" && !slices.Contains(names, ref.Name) {
+				names = append(names, ref.Name)
+			}
+		}
 	}
+	addNames(spec.ImagePullSecrets)
 	saName := spec.ServiceAccountName
 	if saName == "" {
 		saName = "default"
@@ -53,9 +62,7 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 	sa := &corev1.ServiceAccount{}
 	switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: saName}, sa); {
 	case err == nil:
-		for _, ref := range sa.ImagePullSecrets {
-			names[ref.Name] = true
-		}
+		addNames(sa.ImagePullSecrets)
 	case apierrors.IsNotFound(err):
 	case apierrors.IsForbidden(err):
 		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
@@ -64,12 +71,9 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 		return nil, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
 	}
 
-	var secrets []corev1.Secret
+	var keyrings []*dockerconfig.Keyring
 	id := sha256.New()
-	for _, secretName := range slices.Sorted(maps.Keys(names)) {
-		if secretName == "" {
-			continue
-		}
+	for _, secretName := range names {
 		secret := corev1.Secret{}
 		switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, &secret); {
 		case err == nil:
@@ -83,28 +87,25 @@ func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec
 		default:
 			return nil, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
 		}
-		if _, err := kauth.NewFromPullSecrets(ctx, []corev1.Secret{secret}); err != nil {
+		keyring, err := dockerconfig.FromSecret(secret)
+		switch {
+		case errors.Is(err, dockerconfig.ErrNotPullSecret):
+			// Not a pull secret; the kubelet ignores it too.
+			unused = append(unused, fmt.Sprintf("%s (type %s, not a pull secret)", secretName, secret.Type))
+			continue
+		case err != nil:
 			log.Info("Ignoring a pull secret that is not a valid Docker config", "secret", secretName, "error", err.Error())
 			unused = append(unused, secretName+" (not a valid Docker config)")
 			continue
 		}
-		key, ok := dockerConfigKey(secret)
-		if !ok {
-			// Not a pull secret; the kubelet ignores it too.
-			unused = append(unused, fmt.Sprintf("%s (type %s, not a pull secret)", secretName, secret.Type))
-			continue
-		}
-		secrets = append(secrets, secret)
+		keyrings = append(keyrings, keyring)
 		// The ID changes with the content, so rotated credentials prove their access again.
+		key, _ := dockerConfigKey(secret)
 		fmt.Fprintf(id, "%d:%s:%d:", len(secret.Type), secret.Type, len(secret.Data[key]))
 		id.Write(secret.Data[key])
 	}
-	keychain, err := kauth.NewFromPullSecrets(ctx, secrets)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading the pull secrets of namespace %s: %w", namespace, err)
-	}
-	auth = &registry.Credentials{Keychain: keychain}
-	if len(secrets) > 0 {
+	auth = &registry.Credentials{Keychain: dockerconfig.Merge(keyrings...)}
+	if len(keyrings) > 0 {
 		auth.ID = hex.EncodeToString(id.Sum(nil))
 	}
 	return auth, unused, nil

@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	kauth "github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
@@ -21,10 +21,10 @@ func pullSecretKeychain(host, user, pass string) authn.Keychain {
 	GinkgoHelper()
 	data, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{"username": user, "password": pass}}})
 	Expect(err).NotTo(HaveOccurred())
-	kc, err := kauth.NewFromPullSecrets(GinkgoT().Context(), []corev1.Secret{{
+	kc, err := dockerconfig.FromSecret(corev1.Secret{
 		Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
-	}})
+	})
 	Expect(err).NotTo(HaveOccurred())
 	return kc
 }
@@ -41,7 +41,7 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 		DeferCleanup(backup.Close)
 		private = requireBasicAuth(upstream.Host, "tenant", "tenant-s3cr3t")
 		// The controller's own keychain can read the private upstream too: it must not lend that to workloads.
-		controllerKeychain, err := registry.DockerConfigKeychain(writeConfig(authsFor(private, "tenant", "tenant-s3cr3t")))
+		controllerKeychain, err := dockerconfig.FileKeychain(writeConfig(authsFor(private, "tenant", "tenant-s3cr3t")))
 		Expect(err).NotTo(HaveOccurred())
 		copier = registry.New(registry.Options{Keychain: controllerKeychain})
 		tenant = registry.Credentials{Keychain: pullSecretKeychain(private, "tenant", "tenant-s3cr3t"), ID: "tenant"}
@@ -91,7 +91,7 @@ var _ = Describe("pulling sources with the caller's credentials", func() {
 	It("reads a mirror with the controller's keychain", func(ctx SpecContext) {
 		want, err := upstream.PushIndex("library/app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		controllerKeychain, err := registry.DockerConfigKeychain(writeConfig(authsFor(private, "tenant", "tenant-s3cr3t")))
+		controllerKeychain, err := dockerconfig.FileKeychain(writeConfig(authsFor(private, "tenant", "tenant-s3cr3t")))
 		Expect(err).NotTo(HaveOccurred())
 		mirrored := registry.New(registry.Options{
 			Keychain: controllerKeychain,

@@ -41,6 +41,9 @@ type Registry struct {
 	upstream *url.URL
 	down     atomic.Bool
 
+	// inFlight counts the requests being served; a request is recorded when its answer is complete.
+	inFlight atomic.Int64
+
 	mu       sync.Mutex
 	requests []Request
 }
@@ -157,6 +160,8 @@ func (r *Registry) startProxy() {
 	rp.BufferPool = proxyBuffers
 	rp.Transport = proxyTransport
 	r.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.inFlight.Add(1)
+		defer r.inFlight.Add(-1)
 		rec := Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery}
 		var n atomic.Int64
 		if req.Body != nil {
@@ -234,8 +239,13 @@ func (r *Registry) Mounts(repo string) int {
 	return n
 }
 
-// ResetRequests forgets the requests received so far.
+// ResetRequests forgets the requests received so far. Requests still being served (a blob whose last bytes
+// are in transit while the client has moved on) are waited for first, for up to 5 seconds, so that they are
+// not counted as requests made after the reset.
 func (r *Registry) ResetRequests() {
+	for deadline := time.Now().Add(5 * time.Second); r.inFlight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests = nil
