@@ -87,8 +87,7 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	held := make(chan backupAnswer, 1)
 	if req.KeepExisting {
 		// A copy workloads already run from is kept as it is; the source is asked only if it is gone.
-		var backup backupAnswer
-		backup.digest, backup.err = c.backupDigest(ctx, s, dst)
+		backup := c.backupAnswer(ctx, s, dst)
 		if backup.err == nil && backup.digest != (v1.Hash{}) && !c.failedVerification(dst.String()+"@"+backup.digest.String()) {
 			copiesTotal.WithLabelValues(resultPresent).Inc()
 			return backup.digest, nil
@@ -112,10 +111,7 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	// Nothing this process remembers skips the backup: the copy it verified may be gone (garbage collection,
 	// a lifecycle policy, lost storage). The source is asked at the same time, unless the tag cache answers.
 	if !req.KeepExisting {
-		go func() {
-			digest, err := c.backupDigest(ctx, s, dst)
-			held <- backupAnswer{digest: digest, err: err}
-		}()
+		go func() { held <- c.backupAnswer(ctx, s, dst) }()
 	}
 	digest, err := c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
 	backup := <-held
@@ -332,16 +328,16 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 	return image, nil
 }
 
-// backupDigest returns the digest dst resolves to, or the zero digest if it does not exist.
-func (c *Copier) backupDigest(ctx context.Context, s *session, dst name.Tag) (v1.Hash, error) {
+// backupAnswer asks the backup registry what dst resolves to, with one manifest HEAD.
+func (c *Copier) backupAnswer(ctx context.Context, s *session, dst name.Tag) backupAnswer {
 	desc, err := s.head(ctx, dst)
-	if err != nil {
-		if isNotFound(err) {
-			return v1.Hash{}, nil
-		}
-		return v1.Hash{}, err
+	switch {
+	case isNotFound(err):
+		return backupAnswer{}
+	case err != nil:
+		return backupAnswer{err: err}
 	}
-	return desc.Digest, nil
+	return backupAnswer{digest: desc.Digest}
 }
 
 // remoteOptions are the options of writes, for which go-containerregistry negotiates access itself.

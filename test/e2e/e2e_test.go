@@ -250,3 +250,62 @@ func metric(metricName, labelFilter string) float64 {
 	Expect(scanner.Err()).NotTo(HaveOccurred())
 	return sum
 }
+
+var _ = Describe("a backup registry that loses a copy", func() {
+	ctx := context.Background()
+
+	It("never points a workload at a copy the backup registry lost, and restores it", func() {
+		ns := newNamespace()
+		repo := fmt.Sprintf("library/lost-%06d", rand.IntN(1_000_000))
+		idx, err := registrytest.RandomIndex(2, 2048)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(remote.WriteIndex(mustRef(upstreamHost+"/"+repo+":1.0"), idx)).To(Succeed())
+		digest, err := idx.Digest()
+		Expect(err).NotTo(HaveOccurred())
+		image := strings.TrimPrefix(repo, "library/") + ":1.0"
+		backupImage := backupHost + "/index_docker_io/" + repo + ":1.0"
+
+		first := newDeployment(ns, "first", nil, []string{image})
+		Expect(k8sClient.Create(ctx, first)).To(Succeed())
+		Eventually(templateImages(first)).Should(Equal([]string{backupImage}))
+
+		lose := func() {
+			GinkgoHelper()
+			storage := filepath.Join(root, ".local", "registry", "backup", "data", "docker", "registry", "v2", "repositories",
+				"index_docker_io", filepath.FromSlash(repo))
+			Expect(storage).To(BeADirectory())
+			Expect(os.RemoveAll(storage)).To(Succeed())
+			_, err := remote.Head(mustRef(backupImage))
+			Expect(err).To(HaveOccurred(), "the backup registry must really have lost the copy")
+		}
+		By("wiping the copy's storage in the backup registry")
+		lose()
+
+		By("creating a second workload with the same image: patched only once the copy is back and verified")
+		copiedBefore := metric("image_clone_copies_total", `result="copied"`)
+		second := newDeployment(ns, "second", nil, []string{image})
+		Expect(k8sClient.Create(ctx, second)).To(Succeed())
+		Eventually(templateImages(second)).Should(Equal([]string{backupImage}))
+		backupIndex, err := remote.Index(mustRef(backupImage))
+		Expect(err).NotTo(HaveOccurred(), "a patched workload's copy exists")
+		Expect(backupIndex.Digest()).To(Equal(digest))
+		Expect(validate.Index(backupIndex)).To(Succeed())
+		Expect(metric("image_clone_copies_total", `result="copied"`)).To(BeNumerically(">", copiedBefore), "copied again")
+		Eventually(deploymentRolledOut(second)).Should(Succeed())
+
+		By("wiping it again: the first workload's next reconcile restores it, and scaled-up pods start")
+		lose()
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(first), first)).To(Succeed())
+		first.Spec.Replicas = ptr.To[int32](2)
+		Expect(k8sClient.Update(ctx, first)).To(Succeed())
+		Eventually(func() error {
+			idx, err := remote.Index(mustRef(backupImage))
+			if err != nil {
+				return err
+			}
+			return validate.Index(idx)
+		}).Should(Succeed())
+		Eventually(deploymentRolledOut(first)).Should(Succeed())
+		Eventually(podImages(ns, first.Spec.Selector.MatchLabels)).Should(And(HaveLen(2), HaveEach(Equal([]string{backupImage}))))
+	})
+})
