@@ -33,6 +33,7 @@ var _ = Describe("retrying failed requests", func() {
 		Expect(err).To(HaveOccurred())
 		Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
 		Expect(registry.RetryAfterOf(err)).To(BeZero())
+		AddReportEntry("requests to the failing source", len(upstream.Requests()))
 		Expect(len(upstream.Requests())).To(BeNumerically("<=", 4), "requests: %v", upstream.Requests())
 		Expect(len(upstream.Requests())).To(BeNumerically(">", 1), "a failing request is retried within the Copy")
 	})

@@ -80,15 +80,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 	})
 
 	It("keeps a workload working after its public image is gone", func() {
-		repo := fmt.Sprintf("library/vanishing-%06d", rand.IntN(1_000_000))
-		idx, err := registrytest.RandomIndex(2, 2048)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(remote.WriteIndex(mustRef(upstreamHost+"/"+repo+":1.0"), idx)).To(Succeed())
-		digest, err := idx.Digest()
-		Expect(err).NotTo(HaveOccurred())
-
-		image := strings.TrimPrefix(repo, "library/") + ":1.0"
-		backupImage := backupHost + "/index_docker_io/" + repo + ":1.0"
+		repo, image, backupImage, digest := pushRandomImage("vanishing")
 		d := newDeployment(ns, "vanishing", nil, []string{image})
 		Expect(k8sClient.Create(ctx, d)).To(Succeed())
 		Eventually(templateImages(d)).Should(Equal([]string{backupImage}))
@@ -96,7 +88,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 
 		By("deleting the image from the upstream registry")
 		Expect(remote.Delete(mustRef(upstreamHost + "/" + repo + "@" + digest.String()))).To(Succeed())
-		_, err = remote.Head(mustRef(upstreamHost + "/" + repo + ":1.0"))
+		_, err := remote.Head(mustRef(upstreamHost + "/" + repo + ":1.0"))
 		Expect(err).To(HaveOccurred(), "the upstream image must really be gone")
 
 		By("scaling up and replacing every pod, as a node rotation would")
@@ -256,14 +248,7 @@ var _ = Describe("a backup registry that loses a copy", func() {
 
 	It("never points a workload at a copy the backup registry lost, and restores it", func() {
 		ns := newNamespace()
-		repo := fmt.Sprintf("library/lost-%06d", rand.IntN(1_000_000))
-		idx, err := registrytest.RandomIndex(2, 2048)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(remote.WriteIndex(mustRef(upstreamHost+"/"+repo+":1.0"), idx)).To(Succeed())
-		digest, err := idx.Digest()
-		Expect(err).NotTo(HaveOccurred())
-		image := strings.TrimPrefix(repo, "library/") + ":1.0"
-		backupImage := backupHost + "/index_docker_io/" + repo + ":1.0"
+		repo, image, backupImage, digest := pushRandomImage("lost")
 
 		first := newDeployment(ns, "first", nil, []string{image})
 		Expect(k8sClient.Create(ctx, first)).To(Succeed())
@@ -309,3 +294,17 @@ var _ = Describe("a backup registry that loses a copy", func() {
 		Eventually(podImages(ns, first.Spec.Selector.MatchLabels)).Should(And(HaveLen(2), HaveEach(Equal([]string{backupImage}))))
 	})
 })
+
+// pushRandomImage pushes a random two-platform index to the upstream registry as the Docker Hub image
+// <prefix>-<random>:1.0 and returns its repository there (library/...), the image as a workload names it, the
+// backup reference the controller is expected to write, and its digest.
+func pushRandomImage(prefix string) (repo, image, backupImage string, digest v1.Hash) {
+	GinkgoHelper()
+	repo = fmt.Sprintf("library/%s-%06d", prefix, rand.IntN(1_000_000))
+	idx, err := registrytest.RandomIndex(2, 2048)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(remote.WriteIndex(mustRef(upstreamHost+"/"+repo+":1.0"), idx)).To(Succeed())
+	digest, err = idx.Digest()
+	Expect(err).NotTo(HaveOccurred())
+	return repo, strings.TrimPrefix(repo, "library/") + ":1.0", backupHost + "/index_docker_io/" + repo + ":1.0", digest
+}
