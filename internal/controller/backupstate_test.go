@@ -15,7 +15,7 @@ import (
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
-	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
 var _ = Describe("backups as the backup registry holds them now", func() {
@@ -69,17 +69,18 @@ var _ = Describe("backups as the backup registry holds them now", func() {
 	})
 
 	It("requeues a workload whose registry asked for a long pause instead of holding a worker", func() {
-		limited := faultproxy.New(upstream.Host)
-		DeferCleanup(limited.Close)
+		limited := &registrytest.Faults{}
+		limitedUpstream := registrytest.Front(upstream.Host, limited.Middleware)
+		DeferCleanup(limitedUpstream.Close)
 		waiting := []string{unique("paused-a") + ":1", unique("paused-b") + ":1"}
 		opts := copierOptions()
-		opts.Mirrors = map[string]registry.Mirror{"index.docker.io": {Registry: limited.Host}}
+		opts.Mirrors = map[string]registry.Mirror{"index.docker.io": {Registry: limitedUpstream.Host}}
 		paused := registry.New(opts)
 		for _, image := range waiting {
 			pushUpstream("library/" + image)
 			DeferCleanup(gate.Route(image, paused))
 		}
-		limited.Set(faultproxy.Fault{Name: "rate limited", Status: http.StatusTooManyRequests, RetryAfter: "120",
+		limited.Set(registrytest.Fault{Name: "rate limited", Status: http.StatusTooManyRequests, RetryAfter: "120",
 			Match: func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/paused-") }})
 
 		By("keeping both of the suite's Deployment workers busy with rate-limited workloads, if they were held")

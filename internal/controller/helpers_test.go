@@ -10,7 +10,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
@@ -159,30 +159,7 @@ func eventsOf(obj client.Object) func() []string {
 // counterValue reads a counter from controller-runtime's metrics registry (0 if it has no such series).
 func counterValue(metric string, labels map[string]string) float64 {
 	GinkgoHelper()
-	families, err := metrics.Registry.Gather()
+	samples, err := metricstest.Gather(metrics.Registry)
 	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != metric {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if matchLabels(m, labels) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-func matchLabels(m *dto.Metric, labels map[string]string) bool {
-	found := 0
-	for _, l := range m.GetLabel() {
-		if v, ok := labels[l.GetName()]; ok {
-			if v != l.GetValue() {
-				return false
-			}
-			found++
-		}
-	}
-	return found == len(labels)
+	return samples.Sum(metric, labels)
 }

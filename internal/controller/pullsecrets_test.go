@@ -48,8 +48,7 @@ var _ = Describe("pull secrets", func() {
 		var image, pinned string
 
 		BeforeEach(func() {
-			proxy, err := registrytest.RequireBasicAuth(upstream.Host, "tenant", "tenant-pass")
-			Expect(err).NotTo(HaveOccurred())
+			proxy := registrytest.Front(upstream.Host, registrytest.BasicAuth("tenant", "tenant-pass"))
 			DeferCleanup(proxy.Close)
 			private = proxy.Host
 			repoTag := "private/" + unique("app") + ":v1"

@@ -40,6 +40,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
@@ -287,11 +288,11 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 		if err != nil {
 			return false, err
 		}
-		patched = m.sum("image_clone_workloads_patched_total", nil)
+		patched = m.Sum("image_clone_workloads_patched_total", nil)
 		if time.Since(lastReport) >= 5*time.Second {
 			lastReport = time.Now()
 			scaleLog("%4.0fs: %.0f workloads patched, %.0f images copied", time.Since(start).Seconds(), patched,
-				m.sum("image_clone_copies_total", map[string]string{"result": "copied"})-before.sum("image_clone_copies_total", map[string]string{"result": "copied"}))
+				m.Sum("image_clone_copies_total", map[string]string{"result": "copied"})-before.Sum("image_clone_copies_total", map[string]string{"result": "copied"}))
 		}
 		return !creating && patched >= total, nil
 	})
@@ -361,7 +362,7 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			Met:     scaleMet(copies["copied"] == float64(cfg.images)),
 			Note: fmt.Sprintf("copy requests: %s; source tags answered by the tag cache: %.0f (present = found in "+
 				"the backup registry, which is asked on every copy)",
-				scaleCounts(copies), after.sum("image_clone_tag_cache_hits_total", nil)-before.sum("image_clone_tag_cache_hits_total", nil)),
+				scaleCounts(copies), after.Sum("image_clone_tag_cache_hits_total", nil)-before.Sum("image_clone_tag_cache_hits_total", nil)),
 		},
 		{
 			Row:     row,
@@ -507,13 +508,13 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 		return nil, err
 	}
 	wantDeploy, wantDS := float64(cfg.deployments), float64(cfg.daemonSets)
-	var m promSamples
+	var m metricstest.Samples
 	err = scalePoll(ctx, 50*time.Millisecond, 5*time.Minute, "every workload to be reconciled after the restart", func() (bool, error) {
 		if m, err = c.controllerMetrics(ctx); err != nil {
 			return false, err
 		}
-		return m.sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-deployment"}) >= wantDeploy &&
-			m.sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-daemonset"}) >= wantDS &&
+		return m.Sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-deployment"}) >= wantDeploy &&
+			m.Sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-daemonset"}) >= wantDS &&
 			controllersQuiet(m) && c.controllerReady(ctx), nil
 	})
 	steady := time.Since(started)
@@ -541,8 +542,8 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 	for _, h := range blobHandlers {
 		blobs += handlers[h]
 	}
-	requests := m.by("rest_client_requests_total", "method")
-	reconciles := m.by("controller_runtime_reconcile_total", "controller")
+	requests := m.By("rest_client_requests_total", "method")
+	reconciles := m.By("controller_runtime_reconcile_total", "controller")
 
 	row := "scale restart: " + cfg.describe() + ", all backed up"
 	return []Result{
@@ -552,7 +553,7 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 			Values:  map[string]float64{"ours": steady.Seconds()},
 			Note: fmt.Sprintf("hack/local-up.sh --restart-controller took %.1f s (stop, start, /readyz); peak RSS %.0f MiB; "+
 				"API requests since start: %s; reconciles: %s; copy requests: %s", script.Seconds(), float64(rss)/(1<<20),
-				scaleCounts(requests), scaleCounts(reconciles), scaleCounts(m.by("image_clone_copies_total", "result"))),
+				scaleCounts(requests), scaleCounts(reconciles), scaleCounts(m.By("image_clone_copies_total", "result"))),
 		},
 		{
 			Row:     row,
@@ -566,10 +567,10 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 }
 
 // controllersQuiet reports whether both controllers have empty queues and no reconcile running.
-func controllersQuiet(m promSamples) bool {
+func controllersQuiet(m metricstest.Samples) bool {
 	for _, ctrl := range []string{"image-clone-deployment", "image-clone-daemonset"} {
-		if m.sum("workqueue_depth", map[string]string{"name": ctrl}) != 0 ||
-			m.sum("controller_runtime_active_workers", map[string]string{"controller": ctrl}) != 0 {
+		if m.Sum("workqueue_depth", map[string]string{"name": ctrl}) != 0 ||
+			m.Sum("controller_runtime_active_workers", map[string]string{"controller": ctrl}) != 0 {
 			return false
 		}
 	}
@@ -633,7 +634,7 @@ func overheadPhase(ctx context.Context, c *localCluster, cfg scaleConfig, where 
 
 	profileDone := c.startCPUProfile(ctx, "overhead", cfg.profileSeconds(10))
 	cpuBefore := c.componentCPU()
-	var before, after promSamples
+	var before, after metricstest.Samples
 	// The first sample (not counted) runs before the metrics are read.
 	scaleLog("measuring create → patched for %d Deployments with %s (already backed up)", cfg.overheadSamples, image)
 	samples := make([]time.Duration, 0, cfg.overheadSamples)
@@ -780,9 +781,9 @@ func scaleMs(d time.Duration) float64 { return float64(d) / float64(time.Millise
 func scaleMet(ok bool) *bool { return &ok }
 
 // scaleDelta returns after - before for the samples of metric name, grouped by label.
-func scaleDelta(before, after promSamples, name, label string) map[string]float64 {
-	out := after.by(name, label)
-	for k, v := range before.by(name, label) {
+func scaleDelta(before, after metricstest.Samples, name, label string) map[string]float64 {
+	out := after.By(name, label)
+	for k, v := range before.By(name, label) {
 		out[k] -= v
 	}
 	return out
@@ -790,7 +791,7 @@ func scaleDelta(before, after promSamples, name, label string) map[string]float6
 
 // meanSeconds returns the mean of histogram name between two scrapes, per controller where the histogram has a
 // controller label, e.g. "image-clone-deployment=12ms image-clone-daemonset=9ms".
-func meanSeconds(before, after promSamples, name string) string {
+func meanSeconds(before, after metricstest.Samples, name string) string {
 	sums, counts := scaleDelta(before, after, name+"_sum", "controller"), scaleDelta(before, after, name+"_count", "controller")
 	keys := slices.Sorted(maps.Keys(counts))
 	parts := make([]string, 0, len(keys))

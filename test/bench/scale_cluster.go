@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -18,6 +17,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 )
 
 // localCluster is a private instance of the cluster of `make local-up` (hack/local-up.sh): its own state
@@ -189,13 +190,13 @@ func (c *localCluster) controllerPID() (int, error) {
 }
 
 // controllerMetrics scrapes the controller's /metrics.
-func (c *localCluster) controllerMetrics(ctx context.Context) (promSamples, error) {
-	return c.scrape(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_METRICS_PORT"]))
+func (c *localCluster) controllerMetrics(ctx context.Context) (metricstest.Samples, error) {
+	return metricstest.Scrape(ctx, c.http, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_METRICS_PORT"]))
 }
 
 // backupRegistryMetrics scrapes the backup registry's debug server.
-func (c *localCluster) backupRegistryMetrics(ctx context.Context) (promSamples, error) {
-	return c.scrape(ctx, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_BACKUP_REGISTRY_DEBUG_PORT"]))
+func (c *localCluster) backupRegistryMetrics(ctx context.Context) (metricstest.Samples, error) {
+	return metricstest.Scrape(ctx, c.http, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_BACKUP_REGISTRY_DEBUG_PORT"]))
 }
 
 // controllerReady reports whether the controller's /readyz succeeds.
@@ -240,132 +241,6 @@ func (c *localCluster) saveProfile(ctx context.Context, kind, query, file string
 		return err
 	}
 	return f.Close()
-}
-
-func (c *localCluster) scrape(ctx context.Context, url string) (promSamples, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	// Uncompressed: gzip would cost the scraped process far more CPU than the frequent scrapes are worth.
-	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return parsePromText(resp.Body)
-}
-
-// promSample is one sample of the Prometheus text format.
-type promSample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-type promSamples []promSample
-
-// sum adds the samples of metric name whose labels include all of match.
-func (s promSamples) sum(name string, match map[string]string) float64 {
-	var total float64
-	for _, p := range s {
-		if p.name == name && hasLabels(p.labels, match) {
-			total += p.value
-		}
-	}
-	return total
-}
-
-// by adds the samples of metric name matching match, grouped by the value of label.
-func (s promSamples) by(name, label string) map[string]float64 {
-	out := map[string]float64{}
-	for _, p := range s {
-		if p.name == name {
-			out[p.labels[label]] += p.value
-		}
-	}
-	return out
-}
-
-func hasLabels(labels, match map[string]string) bool {
-	for k, v := range match {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-// parsePromText parses the Prometheus text exposition format (enough of it for the metrics read here: no
-// timestamps, no escaped quotes in label values are needed, but both are tolerated).
-func parsePromText(r io.Reader) (promSamples, error) {
-	var out promSamples
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		s := promSample{labels: map[string]string{}}
-		rest := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 && line[i] == '{' {
-			s.name = line[:i]
-			end, err := parseLabels(line[i+1:], s.labels)
-			if err != nil {
-				return nil, fmt.Errorf("metrics line %q: %w", line, err)
-			}
-			rest = line[i+1+end:]
-		} else if i >= 0 {
-			s.name, rest = line[:i], line[i:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			return nil, fmt.Errorf("metrics line %q has no value", line)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		s.value = v
-		out = append(out, s)
-	}
-	return out, sc.Err()
-}
-
-// parseLabels parses `a="x",b="y"}` into labels and returns the offset just past the closing brace.
-func parseLabels(s string, labels map[string]string) (int, error) {
-	i := 0
-	for {
-		for i < len(s) && (s[i] == ',' || s[i] == ' ') {
-			i++
-		}
-		if i < len(s) && s[i] == '}' {
-			return i + 1, nil
-		}
-		eq := strings.IndexByte(s[i:], '=')
-		if eq < 0 || i+eq+1 >= len(s) || s[i+eq+1] != '"' {
-			return 0, errors.New("malformed labels")
-		}
-		key := s[i : i+eq]
-		i += eq + 2
-		var val bytes.Buffer
-		for ; i < len(s) && s[i] != '"'; i++ {
-			if s[i] == '\\' && i+1 < len(s) {
-				i++
-			}
-			val.WriteByte(s[i])
-		}
-		if i >= len(s) {
-			return 0, errors.New("unterminated label value")
-		}
-		labels[key] = val.String()
-		i++
-	}
 }
 
 // peakRSS returns VmHWM, the peak resident set size of process pid, in bytes.

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -26,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
@@ -152,7 +151,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 		Eventually(func(g Gomega) {
 			var deployments appsv1.DeploymentList
 			g.Expect(k8sClient.List(ctx, &deployments)).To(Succeed())
-			g.Expect(metric("controller_runtime_reconcile_total", `controller="image-clone-deployment"`)).To(
+			g.Expect(metric("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-deployment"})).To(
 				BeNumerically(">=", len(deployments.Items)-countIgnored(deployments.Items)))
 		}).Should(Succeed())
 
@@ -160,9 +159,9 @@ var _ = Describe("the local cluster", Ordered, func() {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(w), w)).To(Succeed())
 			Expect(w.GetGeneration()).To(Equal(generations[w.GetName()]), w.GetName()+" was patched again")
 		}
-		Expect(metric("image_clone_workloads_patched_total", "")).To(BeZero())
-		Expect(metric("image_clone_copies_total", `result="copied"`)).To(BeZero())
-		Expect(metric("image_clone_copied_bytes_total", "")).To(BeZero())
+		Expect(metric("image_clone_workloads_patched_total", nil)).To(BeZero())
+		Expect(metric("image_clone_copies_total", map[string]string{"result": "copied"})).To(BeZero())
+		Expect(metric("image_clone_copied_bytes_total", nil)).To(BeZero())
 	})
 
 	It("ships manifests the real API server accepts", func() {
@@ -216,31 +215,12 @@ func countIgnored(items []appsv1.Deployment) int {
 	return n
 }
 
-// metric sums the samples of a metric from the controller's /metrics whose labels contain labelFilter.
-func metric(metricName, labelFilter string) float64 {
+// metric sums the samples of a metric from the controller's /metrics whose labels include match.
+func metric(name string, match map[string]string) float64 {
 	GinkgoHelper()
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, metricsURL, nil)
+	samples, err := metricstest.Scrape(context.Background(), http.DefaultClient, metricsURL)
 	Expect(err).NotTo(HaveOccurred())
-	resp, err := http.DefaultClient.Do(req)
-	Expect(err).NotTo(HaveOccurred())
-	defer resp.Body.Close()
-	var sum float64
-	scanner := bufio.NewScanner(resp.Body)
-	for scanner.Scan() {
-		line := scanner.Text()
-		if !strings.HasPrefix(line, metricName+" ") && !strings.HasPrefix(line, metricName+"{") {
-			continue
-		}
-		if labelFilter != "" && !strings.Contains(line, labelFilter) {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		Expect(err).NotTo(HaveOccurred())
-		sum += v
-	}
-	Expect(scanner.Err()).NotTo(HaveOccurred())
-	return sum
+	return samples.Sum(name, match)
 }
 
 var _ = Describe("a backup registry that loses a copy", func() {
@@ -267,7 +247,7 @@ var _ = Describe("a backup registry that loses a copy", func() {
 		lose()
 
 		By("creating a second workload with the same image: patched only once the copy is back and verified")
-		copiedBefore := metric("image_clone_copies_total", `result="copied"`)
+		copiedBefore := metric("image_clone_copies_total", map[string]string{"result": "copied"})
 		second := newDeployment(ns, "second", nil, []string{image})
 		Expect(k8sClient.Create(ctx, second)).To(Succeed())
 		Eventually(templateImages(second)).Should(Equal([]string{backupImage}))
@@ -275,7 +255,7 @@ var _ = Describe("a backup registry that loses a copy", func() {
 		Expect(err).NotTo(HaveOccurred(), "a patched workload's copy exists")
 		Expect(backupIndex.Digest()).To(Equal(digest))
 		Expect(validate.Index(backupIndex)).To(Succeed())
-		Expect(metric("image_clone_copies_total", `result="copied"`)).To(BeNumerically(">", copiedBefore), "copied again")
+		Expect(metric("image_clone_copies_total", map[string]string{"result": "copied"})).To(BeNumerically(">", copiedBefore), "copied again")
 		Eventually(deploymentRolledOut(second)).Should(Succeed())
 
 		By("wiping it again: the first workload's next reconcile restores it, and scaled-up pods start")

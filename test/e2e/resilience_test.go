@@ -24,7 +24,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
@@ -32,11 +31,13 @@ import (
 // a slow proxy in front of the upstream registry, so that a copy is reliably in flight when they kill one.
 var _ = Describe("controller crashes", Ordered, func() {
 	ctx := context.Background()
-	var drip *faultproxy.Proxy
+	// drip slows the blob downloads that pass slowUpstream, in front of the upstream registry.
+	drip := &registrytest.Faults{}
+	var slowUpstream *registrytest.Registry
 
 	BeforeAll(func() {
-		drip = faultproxy.New(upstreamHost)
-		DeferCleanup(drip.Close)
+		slowUpstream = registrytest.Front(upstreamHost, drip.Middleware)
+		DeferCleanup(slowUpstream.Close)
 		stopLocalController()
 		DeferCleanup(restoreLocalCluster)
 	})
@@ -59,8 +60,8 @@ var _ = Describe("controller crashes", Ordered, func() {
 	}
 
 	It("never references a partial copy when killed mid-copy, and finishes after a restart", func() {
-		drip.Set(faultproxy.Fault{Name: "slow upstream", Match: faultproxy.BlobGets, Drip: 100 * time.Millisecond})
-		first := startController("crash-1", drip.Host)
+		drip.Set(registrytest.Fault{Name: "slow upstream", Match: registrytest.BlobGets, Drip: 100 * time.Millisecond})
+		first := startController("crash-1", slowUpstream.Host)
 		image, backupImage, repo := slowImage()
 		ns := newNamespace()
 		d := newDeployment(ns, "app", nil, []string{image})
@@ -75,7 +76,7 @@ var _ = Describe("controller crashes", Ordered, func() {
 		Expect(isNotFound(err)).To(BeTrue(), "the backup tag must not exist before the copy is complete: %v", err)
 
 		drip.Clear()
-		second := startController("crash-2", drip.Host)
+		second := startController("crash-2", slowUpstream.Host)
 		DeferCleanup(func() { stopProcess(second) })
 		Eventually(templateImages(d)).Should(Equal([]string{backupImage}))
 		idx, err := remote.Index(mustRef(backupImage))
@@ -84,11 +85,11 @@ var _ = Describe("controller crashes", Ordered, func() {
 	})
 
 	It("hands over to the other replica when the leader dies mid-copy", func() {
-		drip.Set(faultproxy.Fault{Name: "slow upstream", Match: faultproxy.BlobGets, Drip: 100 * time.Millisecond})
-		leader := startController("leader", drip.Host, "--leader-elect")
+		drip.Set(registrytest.Fault{Name: "slow upstream", Match: registrytest.BlobGets, Drip: 100 * time.Millisecond})
+		leader := startController("leader", slowUpstream.Host, "--leader-elect")
 		Eventually(leaseHolder).ShouldNot(BeEmpty())
 		firstHolder := leaseHolder()
-		standby := startController("standby", drip.Host, "--leader-elect")
+		standby := startController("standby", slowUpstream.Host, "--leader-elect")
 		DeferCleanup(func() { stopProcess(standby) })
 
 		image, backupImage, repo := slowImage()

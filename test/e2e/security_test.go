@@ -31,8 +31,7 @@ var _ = Describe("a private source registry", func() {
 	// The controller runs as its ServiceAccount with the RBAC of config/rbac (make local-up impersonates it), so
 	// this proves the shipped permissions suffice to read pull secrets, and that they are not a way around them.
 	It("is copied from only for workloads whose own pull secrets can read it", func() {
-		proxy, err := registrytest.RequireBasicAuth(upstreamHost, "tenant", "tenant-pass")
-		Expect(err).NotTo(HaveOccurred())
+		proxy := registrytest.Front(upstreamHost, registrytest.BasicAuth("tenant", "tenant-pass"))
 		DeferCleanup(proxy.Close)
 		idx, err := registrytest.RandomIndex(2, 2048)
 		Expect(err).NotTo(HaveOccurred())

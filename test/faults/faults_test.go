@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
-	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
@@ -29,9 +29,9 @@ var _ = Describe("registry faults", func() {
 
 	all := func(*http.Request) bool { return true }
 	// blobs matches blob content in either direction: downloads from the upstream, uploads to the backup.
-	blobs := func(r *http.Request) bool { return faultproxy.BlobGets(r) || faultproxy.BlobUploads(r) }
+	blobs := func(r *http.Request) bool { return registrytest.BlobGets(r) || registrytest.BlobUploads(r) }
 
-	faults := []faultproxy.Fault{
+	faults := []registrytest.Fault{
 		{Name: "500 on every request", Match: all, Status: http.StatusInternalServerError},
 		{Name: "429 with Retry-After", Match: all, Status: http.StatusTooManyRequests, RetryAfter: "3"},
 		{Name: "connection reset in the middle of a blob", Match: blobs, Reset: true},
@@ -44,9 +44,9 @@ var _ = Describe("registry faults", func() {
 	for _, side := range []string{"upstream", "backup"} {
 		for _, fault := range faults {
 			It(fmt.Sprintf("survives %s from the %s registry", fault.Name, side), func() {
-				proxy := upstreamProxy
+				inject := upstreamFaults
 				if side == "backup" {
-					proxy = backupProxy
+					inject = backupFaults
 				}
 				repo := fmt.Sprintf("library/fault-%06d", rand.IntN(1_000_000))
 				digest, err := upstream.PushIndex(repo+":1", 2, layerSize)
@@ -55,8 +55,8 @@ var _ = Describe("registry faults", func() {
 				mapping, err := backupRef.Map(image)
 				Expect(err).NotTo(HaveOccurred())
 
-				proxy.Set(fault)
-				DeferCleanup(proxy.Clear)
+				inject.Set(fault)
+				DeferCleanup(inject.Clear)
 				ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fault-"}}
 				Expect(k8sClient.Create(ctx, ns)).To(Succeed())
 				d := workloadtest.Deployment(ns.Name, "app", nil, []string{image})
@@ -67,21 +67,21 @@ var _ = Describe("registry faults", func() {
 					HavePrefix("Warning "+controller.ReasonBackupFailed),
 					ContainSubstring("Cannot back up image "+image),
 				)))
-				Eventually(proxy.Hits).Should(BeNumerically(">=", 2), "the failed request is retried")
+				Eventually(inject.Hits).Should(BeNumerically(">=", 2), "the failed request is retried")
 				Expect(workloadtest.TemplateImages(ctx, k8sClient, d)).To(Equal([]string{image}),
 					"no workload may point at a copy before it is complete and verified")
 				if fault.RetryAfter != "" {
-					hits := proxy.HitTimes()
+					hits := inject.HitTimes()
 					Expect(hits[1].Sub(hits[0])).To(BeNumerically(">=", 2900*time.Millisecond), "Retry-After is honoured")
 				}
 
 				By("converging once the fault clears")
-				proxy.Clear()
+				inject.Clear()
 				Eventually(func() ([]string, error) { return workloadtest.TemplateImages(ctx, k8sClient, d) }).
 					Should(Equal([]string{mapping.PodImage()}))
 
 				By("holding a complete, byte-identical copy")
-				direct, err := name.ParseReference(backup.Host + "/" + mapping.Target.RepositoryStr() + ":" + mapping.Target.TagStr())
+				direct, err := name.ParseReference(backup.Backend + "/" + mapping.Target.RepositoryStr() + ":" + mapping.Target.TagStr())
 				Expect(err).NotTo(HaveOccurred())
 				idx, err := remote.Index(direct)
 				Expect(err).NotTo(HaveOccurred())

@@ -1,5 +1,5 @@
-// Package faults shows the controller surviving registry faults: a fault-injecting proxy wraps the real
-// upstream and backup registries, and every fault must end with no workload pointed at an incomplete copy, a
+// Package faults shows the controller surviving registry faults: fault-injecting middleware sits in the proxies
+// of the real upstream and backup registries, and every fault must end with no workload pointed at an incomplete copy, a
 // Warning Event that says what is wrong, and convergence once the fault clears.
 package faults
 
@@ -20,7 +20,6 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
-	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
@@ -31,11 +30,11 @@ const copyTimeout = 4 * time.Second
 
 var (
 	k8sClient client.Client
-	// upstream and backup are real distribution registries; the controller reaches them only through the
-	// fault proxies.
-	upstream, backup           *registrytest.Registry
-	upstreamProxy, backupProxy *faultproxy.Proxy
-	backupRef                  imageref.Backup
+	// upstream and backup are real distribution registries, whose proxies (Host) break requests as
+	// upstreamFaults and backupFaults say; the controller reaches them only through the proxies.
+	upstream, backup             *registrytest.Registry
+	upstreamFaults, backupFaults *registrytest.Faults
+	backupRef                    imageref.Backup
 )
 
 func TestFaults(t *testing.T) {
@@ -56,11 +55,10 @@ var _ = BeforeSuite(func() {
 	backup, err = registrytest.StartDistribution(binary, GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(backup.Close)
-	upstreamProxy = faultproxy.New(upstream.Host)
-	DeferCleanup(upstreamProxy.Close)
-	backupProxy = faultproxy.New(backup.Host)
-	DeferCleanup(backupProxy.Close)
-	backupRef, err = imageref.ParseBackup(backupProxy.Host)
+	upstreamFaults, backupFaults = &registrytest.Faults{}, &registrytest.Faults{}
+	upstream.Use(upstreamFaults.Middleware)
+	backup.Use(backupFaults.Middleware)
+	backupRef, err = imageref.ParseBackup(backup.Host)
 	Expect(err).NotTo(HaveOccurred())
 
 	testEnv := &envtest.Environment{BinaryAssetsDirectory: testbin.EnvtestAssets()}
@@ -76,7 +74,7 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	copier := registry.New(registry.Options{
-		Mirrors:     map[string]registry.Mirror{"index.docker.io": {Registry: upstreamProxy.Host}},
+		Mirrors:     map[string]registry.Mirror{"index.docker.io": {Registry: upstream.Host}},
 		CopyTimeout: copyTimeout,
 	})
 	Expect(controller.SetupWithManager(mgr, copier, controller.Options{

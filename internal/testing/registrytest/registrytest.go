@@ -1,9 +1,12 @@
 // Package registrytest runs real container registries for tests: go-containerregistry's in-process registry
 // for fast tests and the distribution registry binary for integration tests, both behind a proxy that counts
-// requests so tests can prove what did (and did not) cross the wire.
+// requests so tests can prove what did (and did not) cross the wire. Front puts the same proxy in front of any
+// registry. Middleware added to the proxy changes how the registry behaves: it demands credentials
+// (BasicAuth, TokenRealm) or misbehaves (Faults).
 package registrytest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +33,7 @@ type Registry struct {
 	// Host is host:port of the proxy in front of the registry; use it in image references.
 	Host string
 	// Backend is host:port of the registry itself. Requests sent there bypass the proxy: they are neither
-	// counted nor subject to SetDown, and cost no extra hop (for timing measurements).
+	// counted nor seen by its middleware, and cost no extra hop (for timing measurements).
 	Backend string
 
 	proxy    *httptest.Server
@@ -44,6 +47,12 @@ type Registry struct {
 	// inFlight counts the requests being served; a request is recorded when its answer is complete.
 	inFlight atomic.Int64
 
+	// chain is what the proxy serves after counting: the middleware added so far around the reverse proxy.
+	// Use swaps it while requests are served.
+	chain      atomic.Pointer[http.Handler]
+	forward    http.Handler
+	middleware []Middleware
+
 	mu       sync.Mutex
 	requests []Request
 }
@@ -56,7 +65,7 @@ type Request struct {
 	Query string
 	// Bytes is the request body size for uploads.
 	Bytes int64
-	// Status is the status code of the response.
+	// Status is the status code the client saw, or 0 when the connection was closed without an answer.
 	Status int
 }
 
@@ -76,6 +85,16 @@ func NewInProcess() *Registry {
 	u, _ := url.Parse(backend.URL)
 	r := &Registry{backend: backend, upstream: u, Backend: u.Host}
 	r.startProxy()
+	return r
+}
+
+// Front puts a counting proxy with middleware mw in front of the registry at host (host:port, plain HTTP), for
+// a test that needs a registry to behave differently without changing it for other tests: Host is the proxy,
+// Backend is host. Close stops only the proxy.
+func Front(host string, mw ...Middleware) *Registry {
+	r := &Registry{upstream: &url.URL{Scheme: "http", Host: host}, Backend: host}
+	r.startProxy()
+	r.Use(mw...)
 	return r
 }
 
@@ -159,26 +178,60 @@ func (r *Registry) startProxy() {
 	// Large copy buffers and enough idle connections for parallel blob transfers keep the extra hop cheap.
 	rp.BufferPool = proxyBuffers
 	rp.Transport = proxyTransport
-	r.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.inFlight.Add(1)
-		defer r.inFlight.Add(-1)
-		rec := Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery}
-		var n atomic.Int64
-		if req.Body != nil {
-			req.Body = &countingBody{ReadCloser: req.Body, n: &n}
-		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		if r.down.Load() {
-			http.Error(sw, "registry is down for this test", http.StatusServiceUnavailable)
-		} else {
-			rp.ServeHTTP(sw, req)
-		}
-		rec.Bytes, rec.Status = n.Load(), sw.status
+	r.forward = r.unlessDown(rp)
+	r.chain.Store(&r.forward)
+	r.proxy = httptest.NewServer(http.HandlerFunc(r.count))
+	r.Host = strings.TrimPrefix(r.proxy.URL, "http://")
+}
+
+// Use adds middleware to the proxy, inside the middleware added before: a request passes the earlier
+// middleware first, then mw[0], mw[1], and so on. It may be called while requests are served; those already
+// in flight finish with the middleware they started with. Requests are counted before any middleware sees
+// them, so Requests records what clients sent and the status they saw.
+func (r *Registry) Use(mw ...Middleware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.middleware = append(r.middleware, mw...)
+	h := r.forward
+	for i := len(r.middleware) - 1; i >= 0; i-- {
+		h = r.middleware[i](h)
+	}
+	r.chain.Store(&h)
+}
+
+// count serves a request through the middleware and records it, also when a middleware aborts the response.
+func (r *Registry) count(w http.ResponseWriter, req *http.Request) {
+	r.inFlight.Add(1)
+	defer r.inFlight.Add(-1) // after the request is recorded
+	rec := Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery}
+	var body byteCounter
+	if req.Body != nil {
+		req.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.TeeReader(req.Body, &body), req.Body}
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	finished := false
+	defer func() {
+		rec.Bytes, rec.Status = body.Load(), sw.seen(finished)
 		r.mu.Lock()
 		r.requests = append(r.requests, rec)
 		r.mu.Unlock()
-	}))
-	r.Host = strings.TrimPrefix(r.proxy.URL, "http://")
+	}()
+	(*r.chain.Load()).ServeHTTP(sw, req)
+	finished = true
+}
+
+// unlessDown answers 503 instead of calling next while SetDown(true) is in force.
+func (r *Registry) unlessDown(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.down.Load() {
+			http.Error(w, "registry is down for this test", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
 // PID returns the process ID of a distribution registry, or 0 for an in-process registry.
@@ -189,7 +242,8 @@ func (r *Registry) PID() int {
 	return r.process.Process.Pid
 }
 
-// SetDown makes the registry answer every request with 503 (true) or serve normally again (false).
+// SetDown makes the registry answer every request with 503 (true) or serve normally again (false). The
+// answers are counted, and the proxy's middleware sees the requests before the outage does.
 func (r *Registry) SetDown(down bool) { r.down.Store(down) }
 
 // Requests returns the requests received so far.
@@ -265,19 +319,48 @@ func (r *Registry) Close() {
 	}
 }
 
-// statusWriter remembers the status code of a response.
+// statusWriter remembers the status code of a response, and whether the connection was taken over instead.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	hijacked bool
 }
 
 func (w *statusWriter) WriteHeader(status int) {
-	w.status = status
+	if w.status < http.StatusOK { // the first final status; 1xx come before it
+		w.status = status
+	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Hijack hands over the connection, as a fault that closes it does.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer (the reverse proxy flushes through it).
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// seen returns the status the client saw: 0 for a connection taken over, or for a handler that aborted,
+// before an answer; 200 for one that finished without writing anything.
+func (w *statusWriter) seen(finished bool) int {
+	switch {
+	case w.status != 0:
+		return w.status
+	case finished && !w.hijacked:
+		return http.StatusOK
+	default:
+		return 0
+	}
+}
 
 // proxyTransport carries the proxies' requests to the registries, keeping a connection per parallel transfer.
 var proxyTransport = func() *http.Transport {
@@ -297,15 +380,12 @@ func (p *bufferPool) Get() []byte { return p.pool.Get().([]byte) }
 
 func (p *bufferPool) Put(b []byte) { p.pool.Put(b) } //nolint:staticcheck // a slice header allocation per copy is negligible
 
-type countingBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
+// byteCounter counts the bytes written to it.
+type byteCounter struct{ atomic.Int64 }
 
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
+func (c *byteCounter) Write(p []byte) (int, error) {
+	c.Add(int64(len(p)))
+	return len(p), nil
 }
 
 func freePort() (int, error) {
