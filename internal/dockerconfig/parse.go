@@ -100,9 +100,9 @@ func fromEntries(entries map[string]entry) (*Keyring, error) {
 		cfg, err := entries[raw].authConfig()
 		if err != nil {
 			if !ok {
-				return nil, fmt.Errorf("an entry of the Docker config is invalid: %s", err)
+				return nil, fmt.Errorf("an entry of the Docker config is invalid: %w", err)
 			}
-			return nil, fmt.Errorf("the Docker config entry for %q is invalid: %s", key, err)
+			return nil, fmt.Errorf("the Docker config entry for %q is invalid: %w", key, err)
 		}
 		if !ok {
 			// The kubelet skips keys it cannot parse as a URL.

@@ -27,11 +27,6 @@ type CopyRequest struct {
 // keychain. Its errors fail the Copy with their own class (Transient unless they carry one).
 type CredentialSource func(ctx context.Context) (*Credentials, error)
 
-// Static returns a CredentialSource that always returns creds.
-func Static(creds *Credentials) CredentialSource {
-	return func(context.Context) (*Credentials, error) { return creds, nil }
-}
-
 // Credentials make a Copy pull its source with the caller's credentials instead of the Copier's keychain, and
 // prove that those credentials can read the source manifest even when the backup already holds the image: a
 // copy made for one workload must not become a way for another to use an image it could not pull itself.
