@@ -1,6 +1,3 @@
-// Package registry moves images between registries: it resolves sources (through mirrors when configured),
-// copies whole images byte for byte into the backup registry and verifies the copy before reporting success.
-// Reconcilers use it through the small Copy method and never build HTTP clients themselves.
 package registry
 
 import (

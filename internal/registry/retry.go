@@ -12,20 +12,7 @@ import (
 	"time"
 )
 
-// Retries have one owner per time scale, so that their costs add up to something known:
-//
-//   - Within one Copy, retryTransport repeats a request that failed in a way worth repeating — 408, 429, 500,
-//     502, 503, 504, or a connection that broke before an answer — after a short backoff (maxInlineWait at
-//     most), or after the registry's Retry-After when that is as short. The Copy has one budget of
-//     copyRetries retries for all its requests, so a registry that fails everything costs at most
-//     1+copyRetries requests before the Copy returns a Transient error. Requests whose body cannot be sent
-//     again (a blob streaming from the source into an upload) are not repeated: the Copy fails and its next
-//     attempt uploads only what the backup does not hold yet.
-//   - Longer waits belong to the caller's work queue, never to a worker: a Retry-After longer than
-//     maxInlineWait ends the Copy at once with Error.RetryAfter set, and the controller requeues the
-//     workload after that long; other Transient errors are retried with the queue's backoff.
-//   - go-containerregistry's own retries are switched off wherever it would add them (see neverRetry), so
-//     nothing multiplies these numbers.
+// copyRetries and maxInlineWait are the budget of one Copy; see "Retries" in the package documentation.
 const (
 	copyRetries   = 3
 	maxInlineWait = 2 * time.Second
@@ -93,7 +80,8 @@ func (b *retryBudget) retryAfter() time.Duration {
 	return b.after
 }
 
-// retryTransport repeats failed requests within the budget of their Copy; see the comment on copyRetries.
+// retryTransport repeats failed requests within the budget of their Copy; see "Retries" in the package
+// documentation.
 type retryTransport struct{ next http.RoundTripper }
 
 func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
