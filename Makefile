@@ -108,7 +108,7 @@ fuzz: ## Fuzz backup naming (FUZZTIME=10m for a long run).
 # documented at the top of hack/local-up.sh and can be given as make variables too.
 LOCAL_DIR ?= $(CURDIR)/.local
 LOCAL_ENV = CACHE_DIR="$(CACHE_DIR)" GO="$(GO)" LOCAL_DIR="$(LOCAL_DIR)" CONTROLLER_BIN="$(LOCALBIN)/image-clone-controller"
-# Component whose log local-logs follows (controller, kube-apiserver, kwok, registry-backup, ...).
+# Component whose log local-logs follows (controller, kube-apiserver, kwok-controller, registry-backup, ...).
 LOCAL_LOG ?= controller
 
 .PHONY: local-up

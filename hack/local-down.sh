@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stops the processes hack/local-up.sh started (by their pid files, after checking that each pid still runs
 # the expected binary with this state directory; SIGTERM, then SIGKILL after LOCAL_STOP_GRACE seconds) and
-# deletes the state directory LOCAL_DIR (default <repo>/.local).
+# deletes the state directory LOCAL_DIR (default <repo>/.local). That includes the cluster kwokctl runs: its
+# pid files are in LOCAL_DIR too, and all its state below it, so `kwokctl delete cluster` (which kills the
+# components without a grace period) is not needed.
 set -euo pipefail
 
 # shellcheck source=hack/local-lib.sh
@@ -16,7 +18,7 @@ if [ ! -e "$marker" ]; then
 fi
 
 # Clients first, etcd last, so that nothing logs errors about what is already gone.
-stop controller kwok kube-scheduler kube-controller-manager registry-backup registry-upstream
+stop controller kwok-controller kube-scheduler kube-controller-manager registry-backup registry-upstream
 stop kube-apiserver
 stop etcd
 

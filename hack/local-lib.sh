@@ -5,6 +5,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 go=${GO:-go}
 
 LOCAL_DIR=${LOCAL_DIR:-$root/.local}
+# kwokctl runs each component in its cluster directory, so relative paths would point elsewhere.
+[[ $LOCAL_DIR == /* ]] || LOCAL_DIR=$PWD/$LOCAL_DIR
 LOCAL_APISERVER_PORT=${LOCAL_APISERVER_PORT:-6443}
 LOCAL_ETCD_PORT=${LOCAL_ETCD_PORT:-2379}
 LOCAL_ETCD_PEER_PORT=${LOCAL_ETCD_PEER_PORT:-2380}
@@ -19,21 +21,28 @@ CONTROLLER_BIN=${CONTROLLER_BIN:-$root/bin/image-clone-controller}
 
 pids_dir=$LOCAL_DIR/pids
 logs_dir=$LOCAL_DIR/logs
-pki_dir=$LOCAL_DIR/pki
 # Marks a directory as the state of this script, so that local-down deletes nothing else.
 marker=$LOCAL_DIR/.local-cluster
+# kwokctl's work directory (KWOK_WORKDIR) and its cluster, with the certificates kwokctl generates.
+kwok_workdir=$LOCAL_DIR/kwokctl
+cluster_name=local
+cluster_dir=$kwok_workdir/clusters/$cluster_name
+pki_dir=$cluster_dir/pki
 
 # Components in start order: pid file name and the name of the binary the process must run.
 components=(
-	etcd:etcd
 	registry-backup:registry
 	registry-upstream:registry
+	etcd:etcd
 	kube-apiserver:kube-apiserver
 	kube-controller-manager:kube-controller-manager
 	kube-scheduler:kube-scheduler
-	kwok:kwok
+	kwok-controller:kwok
 	controller:image-clone-controller
 )
+# The components kwokctl runs (the names it gives their pid files and logs).
+# shellcheck disable=SC2034 # used by local-up.sh
+cluster_components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller)
 
 log() { echo "local: $*" >&2; }
 die() {

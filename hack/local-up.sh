@@ -4,7 +4,9 @@
 # "run" without containers), two distribution registries (the backup registry and an "upstream" seeded with
 # small random images named like public ones, which the controller mirrors docker.io and ghcr.io from) and
 # bin/image-clone-controller, which talks to the API server as its ServiceAccount (impersonated), so the
-# shipped RBAC in config/rbac is what gets exercised.
+# shipped RBAC in config/rbac is what gets exercised. kwokctl's binary runtime creates and starts the cluster
+# (etcd, kube-* and kwok, with its certificates) from the binaries of hack/test-binaries.sh, so nothing is
+# downloaded; this script starts the registries and the controller itself.
 #
 # State (pid files, logs, certificates, kubeconfigs, etcd and registry data) lives in LOCAL_DIR. Running it
 # again while the cluster runs is harmless: it starts only what is not running. Stop with hack/local-down.sh.
@@ -30,7 +32,7 @@
 #   LOCAL_STOP_GRACE=10                    seconds between SIGTERM and SIGKILL when stopping
 #   CONTROLLER_BIN=<repo>/bin/image-clone-controller
 #   CACHE_DIR, GO                          as for hack/test-binaries.sh, which provides (and on first use
-#                                          builds) etcd, kube-*, registry and kwok
+#                                          builds) etcd, kube-*, registry, kwok and kwokctl
 set -euo pipefail
 
 # shellcheck source=hack/local-lib.sh
@@ -68,18 +70,28 @@ done
 # port_in_use PORT succeeds if something listens on PORT (on any address).
 port_in_use() { [ -n "$(ss -Hltn "( sport = :$1 )" 2>/dev/null)" ]; }
 
+# ports_free NAME PORTVAR... fails unless the ports that component NAME listens on are free.
+ports_free() {
+	local name=$1 var
+	shift
+	for var in "$@"; do
+		port_in_use "${!var}" && die "cannot start $name: port ${!var} is in use by another process (set $var)"
+	done
+	return 0
+}
+
 # start NAME PORTVAR... -- COMMAND... starts component NAME in its own session, detached from the terminal,
 # logging to logs/NAME.log. The pid file is written by the process itself right before it execs COMMAND,
 # so it holds the pid of COMMAND. The ports must be free.
 start() {
-	local name=$1 var
+	local name=$1 ports=()
 	shift
 	while [ "$1" != "--" ]; do
-		var=$1
+		ports+=("$1")
 		shift
-		port_in_use "${!var}" && die "cannot start $name: port ${!var} is in use by another process (set $var)"
 	done
 	shift
+	ports_free "$name" "${ports[@]}"
 	rm -f "$pids_dir/$name.pid"
 	echo "---- $(date -u +%FT%TZ) starting: $*" >>"$logs_dir/$name.log"
 	# shellcheck disable=SC2016 # expanded by the inner shell
@@ -119,49 +131,10 @@ running() {
 	return 1
 }
 
-# --- certificates and kubeconfigs -------------------------------------------------------------------------
-
-# gen_key FILE writes an EC P-256 private key.
-gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-# sign NAME SUBJECT EXTENSIONS writes NAME.key and NAME.crt, signed by the CA.
-sign() {
-	local name=$1 subject=$2 ext=$3
-	gen_key "$pki_dir/$name.key"
-	printf '[req]\ndistinguished_name = dn\n[dn]\n[ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n%s\n' \
-		"$ext" >"$pki_dir/$name.cnf"
-	openssl req -new -config "$pki_dir/$name.cnf" -key "$pki_dir/$name.key" -subj "$subject" -out "$pki_dir/$name.csr"
-	openssl x509 -req -in "$pki_dir/$name.csr" -CA "$pki_dir/ca.crt" -CAkey "$pki_dir/ca.key" \
-		-set_serial "0x$(openssl rand -hex 16)" -days 3650 -extfile "$pki_dir/$name.cnf" -extensions ext \
-		-out "$pki_dir/$name.crt" 2>/dev/null
-	rm -f "$pki_dir/$name.csr" "$pki_dir/$name.cnf"
-}
-
-gen_pki() {
-	# sa.pub is written last: its presence means the set is complete.
-	[ -s "$pki_dir/sa.pub" ] && return
-	log "generating a CA, serving and client certificates and the service-account key in ${pki_dir#"$root"/}"
-	rm -rf "$pki_dir"
-	mkdir -p "$pki_dir"
-	gen_key "$pki_dir/ca.key"
-	printf '[req]\ndistinguished_name = dn\n[dn]\n[ext]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign, digitalSignature\nsubjectKeyIdentifier = hash\n' \
-		>"$pki_dir/ca.cnf"
-	openssl req -x509 -new -config "$pki_dir/ca.cnf" -extensions ext -key "$pki_dir/ca.key" \
-		-subj "/CN=image-clone-local-ca" -days 3650 -out "$pki_dir/ca.crt"
-	rm -f "$pki_dir/ca.cnf"
-	sign apiserver "/CN=kube-apiserver" "extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost, IP:${service_cidr%.*/*}.1, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local"
-	sign admin "/O=system:masters/CN=local-admin" "extendedKeyUsage = clientAuth"
-	sign kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage = clientAuth"
-	sign kube-scheduler "/CN=system:kube-scheduler" "extendedKeyUsage = clientAuth"
-	sign kwok "/O=system:masters/CN=kwok" "extendedKeyUsage = clientAuth"
-	gen_key "$pki_dir/sa.key"
-	openssl pkey -in "$pki_dir/sa.key" -pubout -out "$pki_dir/sa.pub.tmp"
-	mv "$pki_dir/sa.pub.tmp" "$pki_dir/sa.pub"
-}
+# --- kubeconfigs -------------------------------------------------------------------------------------------
 
 # write_kubeconfig FILE CERT [IMPERSONATED-USER GROUP...] writes a kubeconfig for the client certificate
-# pki/CERT.crt, optionally impersonating a user with groups.
+# CERT.crt of kwokctl's PKI, optionally impersonating a user with groups.
 write_kubeconfig() {
 	local file=$1 cert=$2 impersonate=
 	shift 2
@@ -201,18 +174,6 @@ EOF
 
 # --- components -------------------------------------------------------------------------------------------
 
-start_etcd() {
-	running etcd && return
-	start etcd LOCAL_ETCD_PORT LOCAL_ETCD_PEER_PORT -- "$etcd_bin" \
-		--name=local --data-dir="$LOCAL_DIR/etcd" \
-		--listen-client-urls="http://127.0.0.1:$LOCAL_ETCD_PORT" \
-		--advertise-client-urls="http://127.0.0.1:$LOCAL_ETCD_PORT" \
-		--listen-peer-urls="http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
-		--initial-advertise-peer-urls="http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
-		--initial-cluster="local=http://127.0.0.1:$LOCAL_ETCD_PEER_PORT" \
-		--unsafe-no-fsync --log-level=warn
-}
-
 # start_registry NAME PORTVAR [DEBUGPORTVAR]: with DEBUGPORTVAR, the registry also serves its debug server with
 # Prometheus metrics (/metrics) on that port.
 start_registry() {
@@ -247,59 +208,117 @@ EOF
 		"$registry_bin" serve "$dir/config.yml"
 }
 
-# The API server advertises 127.0.0.1, which the endpoint reconciler of the "kubernetes" Service rejects (a
-# loopback address); nothing in this cluster reaches the API server through that Service, so it is turned off.
-start_apiserver() {
-	running kube-apiserver && return
-	start kube-apiserver LOCAL_APISERVER_PORT -- "$apiserver_bin" \
-		--etcd-servers="http://127.0.0.1:$LOCAL_ETCD_PORT" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$LOCAL_APISERVER_PORT" \
-		--tls-cert-file="$pki_dir/apiserver.crt" --tls-private-key-file="$pki_dir/apiserver.key" \
-		--client-ca-file="$pki_dir/ca.crt" \
-		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
-		--service-account-key-file="$pki_dir/sa.pub" --service-account-signing-key-file="$pki_dir/sa.key" \
-		--authorization-mode=Node,RBAC \
-		--service-cluster-ip-range="$service_cidr" \
-		--endpoint-reconciler-type=none \
-		--cert-dir="$pki_dir" --profiling=false
+# cluster_config prints the kwokctl configuration of the cluster: the binary runtime on 127.0.0.1 with the
+# binaries of hack/test-binaries.sh, so kwokctl downloads nothing (it runs kubectl to see the API server
+# answer, and would download one if none were on PATH), and the components' flags that differ from
+# kwokctl's defaults:
+#   - etcd skips fsync: the cluster is thrown away anyway.
+#   - The API server advertises 127.0.0.1 (without it, it picks the address of the default route, and fails
+#     where there is none), which the endpoint reconciler of the "kubernetes" Service rejects (a loopback
+#     address); nothing in this cluster reaches the API server through that Service, so it is turned off.
+#   - kube-controller-manager and kube-scheduler serve nothing (--secure-port=0): fewer ports, and nothing
+#     here scrapes them; no leader election, which would only delay a restarted one. Each controller of the
+#     controller manager uses its own ServiceAccount, as in a real cluster.
+#   - kwok serves nothing either (no --server-address). It manages the nodes annotated
+#     kwok.x-k8s.io/node=fake: kwokctl's stages make them Ready and the pods scheduled onto them Running (and
+#     delete pods once they are terminating), and it renews their Leases, which keeps the node lifecycle
+#     controller from tainting them unreachable.
+cluster_config() {
+	cat <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  kubeApiserverPort: $LOCAL_APISERVER_PORT
+  etcdPort: $LOCAL_ETCD_PORT
+  etcdPeerPort: $LOCAL_ETCD_PEER_PORT
+  etcdBinary: $etcd_bin
+  kubeApiserverBinary: $apiserver_bin
+  kubeControllerManagerBinary: $kcm_bin
+  kubeSchedulerBinary: $scheduler_bin
+  kwokControllerBinary: $kwok_bin
+componentsPatches:
+- name: etcd
+  extraArgs:
+  - {key: unsafe-no-fsync, value: "true"}
+  - {key: log-level, value: warn}
+- name: kube-apiserver
+  extraArgs:
+  - {key: advertise-address, value: 127.0.0.1}
+  - {key: endpoint-reconciler-type, value: none}
+  - {key: service-cluster-ip-range, value: $service_cidr}
+  - {key: profiling, value: "false"}
+- name: kube-controller-manager
+  extraArgs:
+  - {key: secure-port, value: "0", override: true}
+  - {key: leader-elect, value: "false"}
+  - {key: use-service-account-credentials, value: "true"}
+  - {key: cluster-signing-cert-file, value: $pki_dir/ca.crt}
+  - {key: cluster-signing-key-file, value: $pki_dir/ca.key}
+  - {key: service-cluster-ip-range, value: $service_cidr}
+  - {key: controllers, value: "*,-node-ipam-controller"}
+  - {key: profiling, value: "false"}
+- name: kube-scheduler
+  extraArgs:
+  - {key: secure-port, value: "0", override: true}
+  - {key: leader-elect, value: "false"}
+  - {key: profiling, value: "false"}
+- name: kwok-controller
+  extraArgs:
+  - {key: server-address, value: "", override: true}
+  - {key: manage-all-nodes, value: "false", override: true}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+  - {key: node-ip, value: 127.0.0.1, override: true}
+  - {key: cidr, value: $pod_cidr}
+EOF
 }
 
-# kube-controller-manager and kube-scheduler serve nothing (--secure-port=0): fewer ports, and nothing here
-# scrapes them. The controller manager signs ServiceAccount tokens with the key the API server verifies, and
-# each of its controllers uses its own ServiceAccount, as in a real cluster.
-start_controller_manager() {
-	running kube-controller-manager && return
-	start kube-controller-manager -- "$kcm_bin" \
-		--kubeconfig="$LOCAL_DIR/kube-controller-manager.kubeconfig" \
-		--secure-port=0 --leader-elect=false \
-		--use-service-account-credentials \
-		--service-account-private-key-file="$pki_dir/sa.key" --root-ca-file="$pki_dir/ca.crt" \
-		--cluster-signing-cert-file="$pki_dir/ca.crt" --cluster-signing-key-file="$pki_dir/ca.key" \
-		--service-cluster-ip-range="$service_cidr" \
-		--controllers='*,-node-ipam-controller' \
-		--profiling=false
-}
-
-start_scheduler() {
-	running kube-scheduler && return
-	start kube-scheduler -- "$scheduler_bin" \
-		--kubeconfig="$LOCAL_DIR/kube-scheduler.kubeconfig" \
-		--secure-port=0 --leader-elect=false --profiling=false
-}
-
-# kwok manages the nodes annotated kwok.x-k8s.io/node=fake: its "fast" stages make them Ready and the pods
-# scheduled onto them Running (and delete pods once they are terminating), and it renews their Leases, which
-# keeps the node lifecycle controller from tainting them unreachable. It serves nothing (no --server-address).
-start_kwok() {
-	running kwok && return
-	# KWOK_WORKDIR keeps a ~/.kwok/kwok.yaml of the user out of this cluster.
-	start kwok -- env KWOK_WORKDIR="$LOCAL_DIR/kwok" "$kwok_bin" \
-		--kubeconfig="$LOCAL_DIR/kwok.kubeconfig" \
-		--config="$LOCAL_DIR/kwok/stages.yaml" \
-		--manage-all-nodes=false \
-		--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-		--cidr="$pod_cidr" --node-ip=127.0.0.1 \
-		--node-lease-duration-seconds=40
+# start_cluster has kwokctl create the cluster, or start the components of it that are not running. kwokctl
+# names pid files and logs after the components and keeps them in its cluster directory, whose pids/ and
+# logs/ are links to LOCAL_DIR's, so the components are found and stopped like the others. kwokctl takes a
+# pid file naming any live process for a running component; pid_of is stricter, and its verdict wins.
+start_cluster() {
+	local name down=() pid
+	for name in "${cluster_components[@]}"; do
+		running "$name" || down+=("$name")
+	done
+	[ ${#down[@]} -gt 0 ] || return 0
+	for name in "${down[@]}"; do
+		case $name in
+		etcd) ports_free etcd LOCAL_ETCD_PORT LOCAL_ETCD_PEER_PORT ;;
+		kube-apiserver) ports_free kube-apiserver LOCAL_APISERVER_PORT ;;
+		esac
+		rm -f "$pids_dir/$name.pid"
+		# kwokctl truncates the log of a component it starts: keep the one of the previous run.
+		if [ -s "$logs_dir/$name.log" ]; then
+			mv "$logs_dir/$name.log" "$logs_dir/$name.previous.log"
+		fi
+	done
+	mkdir -p "$cluster_dir"
+	ln -sfn "$pids_dir" "$cluster_dir/pids"
+	ln -sfn "$logs_dir" "$cluster_dir/logs"
+	cluster_config >"$kwok_workdir/kwok.yaml.new"
+	# kwokctl starts an existing cluster as it was created, whatever the configuration says now.
+	if [ -f "$cluster_dir/kwok.yaml" ] && ! cmp -s "$kwok_workdir/kwok.yaml.new" "$kwok_workdir/kwok.yaml"; then
+		rm -f "$kwok_workdir/kwok.yaml.new"
+		die "the settings (ports, binaries) differ from those the cluster in $LOCAL_DIR was created with: stop it with 'make local-down' first"
+	fi
+	mv "$kwok_workdir/kwok.yaml.new" "$kwok_workdir/kwok.yaml"
+	echo "---- $(date -u +%FT%TZ) starting: ${down[*]}" >>"$logs_dir/kwokctl.log"
+	# KWOK_WORKDIR keeps the user's ~/.kwok out of this cluster, and without the user's KWOK_* variables
+	# (which override the configuration) it is the same cluster for everyone.
+	# shellcheck disable=SC2046 # one -u option per variable
+	env $(compgen -e | sed -n 's/^KWOK_.*/-u &/p') KWOK_WORKDIR="$kwok_workdir" \
+		"$kwokctl_bin" --config="$kwok_workdir/kwok.yaml" --name="$cluster_name" \
+		create cluster --kubeconfig= --timeout="${LOCAL_TIMEOUT}s" </dev/null >>"$logs_dir/kwokctl.log" 2>&1 || {
+		tail -n 30 "$logs_dir/kwokctl.log" >&2
+		die "kwokctl could not create or start the cluster; its log: $logs_dir/kwokctl.log"
+	}
+	for name in "${down[@]}"; do
+		pid=$(pid_of "$name") || pid='?'
+		log "started $name (pid $pid, log ${logs_dir#"$root"/}/$name.log)"
+	done
 }
 
 start_controller() {
@@ -360,28 +379,6 @@ EOF
 	done
 }
 
-# kwok_stages writes kwok's "fast" node and pod stages, from its module source, as one multi-document file.
-kwok_stages() {
-	local version dir json stage f
-	version=$(basename "$(dirname "$kwok_bin")")
-	version=${version#kwok-}
-	json=$(cd / && GOWORK=off GOFLAGS= "$go" mod download -json "sigs.k8s.io/kwok@$version") ||
-		die "could not download the kwok $version module (for its stage files): $json"
-	dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
-	[ -d "$dir/kustomize/stage" ] || die "kwok module directory not found in: $json"
-	mkdir -p "$LOCAL_DIR/kwok"
-	{
-		echo "# kwok $version stages: node/fast and pod/fast from $dir/kustomize/stage"
-		for stage in node/fast pod/fast; do
-			for f in $(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$dir/kustomize/stage/$stage/kustomization.yaml"); do
-				echo "---"
-				cat "$dir/kustomize/stage/$stage/$f"
-			done
-		done
-	} >"$LOCAL_DIR/kwok/stages.yaml.tmp"
-	mv "$LOCAL_DIR/kwok/stages.yaml.tmp" "$LOCAL_DIR/kwok/stages.yaml"
-}
-
 apply_rbac() {
 	[ -f "$root/config/rbac/role.yaml" ] || die "config/rbac/role.yaml is missing: run 'make generate'"
 	k create namespace "$controller_namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
@@ -404,8 +401,8 @@ Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API s
   controller          metrics http://127.0.0.1:$LOCAL_METRICS_PORT/metrics, probes http://127.0.0.1:$LOCAL_PROBE_PORT/readyz
                       as system:serviceaccount:$controller_namespace:$controller_sa (impersonated)
   logs                $rel/logs/controller.log (make local-logs), $rel/logs/<component>.log
-                      for etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
-                      registry-backup, registry-upstream, seed
+                      for etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+                      kwok-controller, kwokctl, registry-backup, registry-upstream, seed
 
 Try:
   kubectl create deployment nginx --image nginx
@@ -441,24 +438,12 @@ kcm_bin=$("$bins" kube-controller-manager)
 scheduler_bin=$("$bins" kube-scheduler)
 registry_bin=$("$bins" registry)
 kwok_bin=$("$bins" kwok)
+kwokctl_bin=$("$bins" kwokctl)
 
-gen_pki
-write_kubeconfig "$LOCAL_DIR/kubeconfig" admin
-write_kubeconfig "$LOCAL_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
-write_kubeconfig "$LOCAL_DIR/kube-scheduler.kubeconfig" kube-scheduler
-write_kubeconfig "$LOCAL_DIR/kwok.kubeconfig" kwok
-write_kubeconfig "$LOCAL_DIR/controller.kubeconfig" admin \
-	"system:serviceaccount:$controller_namespace:$controller_sa" \
-	system:serviceaccounts "system:serviceaccounts:$controller_namespace"
-kwok_stages
-
-start_etcd
 start_registry backup LOCAL_BACKUP_REGISTRY_PORT LOCAL_BACKUP_REGISTRY_DEBUG_PORT
 start_registry upstream LOCAL_UPSTREAM_REGISTRY_PORT
-wait_for etcd "etcd" curl -fsS "http://127.0.0.1:$LOCAL_ETCD_PORT/health"
-start_apiserver
 
-# Seed the upstream registry while the API server starts.
+# Seed the upstream registry while the cluster starts.
 seed_pid=
 if [ "$LOCAL_SEED" = true ]; then
 	wait_for registry-upstream "the upstream registry" curl -fsS "http://127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT/v2/"
@@ -466,13 +451,18 @@ if [ "$LOCAL_SEED" = true ]; then
 		>"$logs_dir/seed.log" 2>&1 &
 	seed_pid=$!
 fi
+
+start_cluster
+# kwokctl writes the certificates when it creates the cluster; every client uses its admin certificate
+# (group system:masters), which may impersonate the controller's ServiceAccount.
+write_kubeconfig "$LOCAL_DIR/kubeconfig" admin
+write_kubeconfig "$LOCAL_DIR/controller.kubeconfig" admin \
+	"system:serviceaccount:$controller_namespace:$controller_sa" \
+	system:serviceaccounts "system:serviceaccounts:$controller_namespace"
 wait_for registry-backup "the backup registry" curl -fsS "http://127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT/v2/"
 
 wait_for kube-apiserver "the API server's /readyz" apiserver_ready
 log "kube-apiserver is ready"
-start_controller_manager
-start_scheduler
-start_kwok
 if [ "$LOCAL_NODES" -gt 0 ]; then
 	nodes_manifest | k apply -f - >/dev/null
 	log "applied $LOCAL_NODES kwok nodes"
@@ -492,7 +482,7 @@ wait_controller
 
 # Ready nodes and the default ServiceAccount (which pods need) mean workloads can run right away.
 if [ "$LOCAL_NODES" -gt 0 ]; then
-	wait_for kwok "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
+	wait_for kwok-controller "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
 fi
 wait_for kube-controller-manager "the default ServiceAccount" k get serviceaccount default -n default
 log "nodes are Ready"

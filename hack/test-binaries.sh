@@ -5,11 +5,13 @@
 #   etcd                                                     built from go.etcd.io/etcd (hack/tools/etcd)
 #   registry                                                 the distribution registry (go install)
 #   kwok                                                     fake nodes and pods for the local cluster (go install)
+#   kwokctl                                                  runs the local cluster's etcd, kube-* and kwok from the
+#                                                            binaries above (go install, the same release as kwok)
 # For envtest it first tries setup-envtest's official binaries (users with internet access get those), and
 # falls back to building from source, which takes ~10 minutes on 2 cores the first time.
 #
-# Usage: hack/test-binaries.sh all | envtest-dir | registry | kwok | kube-apiserver | kube-controller-manager |
-#        kube-scheduler | etcd
+# Usage: hack/test-binaries.sh all | envtest-dir | registry | kwok | kwokctl | kube-apiserver |
+#        kube-controller-manager | kube-scheduler | etcd
 # Every command but `all` prints one path on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -70,14 +72,15 @@ install_registry() {
 	echo "$dir/registry"
 }
 
+# install_kwok NAME prints the path of kwok or kwokctl (NAME), of the same kwok release.
 install_kwok() {
-	local dir="$cache/kwok-$kwok_version"
-	if [ ! -x "$dir/kwok" ]; then
-		log "installing kwok $kwok_version (go install, first time only; a few minutes on a small machine)..."
+	local name=$1 dir="$cache/kwok-$kwok_version"
+	if [ ! -x "$dir/$name" ]; then
+		log "installing $name $kwok_version (go install, first time only; a few minutes on a small machine)..."
 		mkdir -p "$dir"
-		GOBIN="$dir" GOFLAGS=-buildvcs=false "$go" install "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
+		GOBIN="$dir" GOFLAGS=-buildvcs=false "$go" install "sigs.k8s.io/kwok/cmd/$name@$kwok_version"
 	fi
-	echo "$dir/kwok"
+	echo "$dir/$name"
 }
 
 # envtest_dir prints a directory holding kube-apiserver and etcd for controller-runtime's envtest.
@@ -120,11 +123,11 @@ all)
 	;;
 envtest-dir) envtest_dir ;;
 registry) install_registry ;;
-kwok) install_kwok ;;
+kwok | kwokctl) install_kwok "$1" ;;
 etcd) build_etcd ;;
 kube-apiserver | kube-controller-manager | kube-scheduler) build_kube "$1" ;;
 *)
-	echo "usage: $0 all|envtest-dir|registry|kwok|etcd|kube-apiserver|kube-controller-manager|kube-scheduler" >&2
+	echo "usage: $0 all|envtest-dir|registry|kwok|kwokctl|etcd|kube-apiserver|kube-controller-manager|kube-scheduler" >&2
 	exit 2
 	;;
 esac
