@@ -199,6 +199,15 @@ func (r *Registry) Use(mw ...Middleware) {
 	r.chain.Store(&h)
 }
 
+// ResetMiddleware removes the middleware added so far, so that a registry shared by several tests serves the
+// next one as it was started. Requests in flight finish with the middleware they started with.
+func (r *Registry) ResetMiddleware() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.middleware = nil
+	r.chain.Store(&r.forward)
+}
+
 // count serves a request through the middleware and records it, also when a middleware aborts the response.
 func (r *Registry) count(w http.ResponseWriter, req *http.Request) {
 	r.inFlight.Add(1)

@@ -271,3 +271,19 @@ func mustRef(t *testing.T, s string) name.Reference {
 	}
 	return ref
 }
+
+func TestResetMiddlewareServesAsStarted(t *testing.T) {
+	r := newRegistry(t)
+	r.Use(registrytest.BasicAuth("user", "pass"))
+	if got := get(t, r.Host, "/v2/", "", ""); got != http.StatusUnauthorized {
+		t.Fatalf("with BasicAuth: %d, want 401", got)
+	}
+	r.ResetMiddleware()
+	if got := get(t, r.Host, "/v2/", "", ""); got != http.StatusOK {
+		t.Errorf("after ResetMiddleware: %d, want 200", got)
+	}
+	r.Use(registrytest.BasicAuth("user", "pass"))
+	if got := get(t, r.Host, "/v2/", "", ""); got != http.StatusUnauthorized {
+		t.Errorf("with BasicAuth again: %d, want 401", got)
+	}
+}
