@@ -2,7 +2,8 @@
 // for fast tests and the distribution registry binary for integration tests, both behind a proxy that counts
 // requests so tests can prove what did (and did not) cross the wire. Front puts the same proxy in front of any
 // registry. Middleware added to the proxy changes how the registry behaves: it demands credentials
-// (BasicAuth, TokenRealm) or misbehaves (Faults).
+// (BasicAuth, TokenRealm), misbehaves (Faults, SwallowUploads, ServeManifest) or holds requests so that a test
+// can act or measure meanwhile (Gate, Rendezvous, Concurrency).
 package registrytest
 
 import (
