@@ -58,8 +58,10 @@ var registryKinds = []registryKind{
 			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true}
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				reg.SetDown(false)
+				reg.ResetMiddleware()
 				reg.ResetRequests()
 				DeferCleanup(reg.SetDown, false)
+				DeferCleanup(reg.ResetMiddleware)
 			}
 			return r
 		},
