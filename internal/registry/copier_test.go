@@ -2,11 +2,8 @@ package registry_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
@@ -305,8 +304,9 @@ var _ = Describe("copying an image", func() {
 			blobs := blobsOf(r.src(repo + ":v1"))
 			r.resetRequests()
 
-			gate := newUploadGate(r.backup.Host)
-			copier = registry.New(registry.Options{Transport: gate})
+			gate := registrytest.NewGate(func(req *http.Request) bool { return req.Method == http.MethodPatch })
+			DeferCleanup(gate.Open)
+			r.backup.Use(gate.Middleware)
 			type result struct {
 				digest v1.Hash
 				err    error
@@ -324,7 +324,7 @@ var _ = Describe("copying an image", func() {
 			first, giveUp := context.WithCancel(ctx)
 			defer giveUp()
 			firstDone := copyInBackground(first)
-			Eventually(gate.held).Should(BeClosed(), "the first upload reached the backup registry")
+			Eventually(gate.Held()).Should(BeClosed(), "the first upload reached the backup registry")
 			secondDone := copyInBackground(ctx)
 
 			giveUp()
@@ -332,7 +332,7 @@ var _ = Describe("copying an image", func() {
 			Eventually(firstDone).Should(Receive(&res))
 			Expect(res.err).To(MatchError(context.Canceled))
 
-			gate.open()
+			gate.Open()
 			Eventually(secondDone).Should(Receive(&res))
 			Expect(res.err).NotTo(HaveOccurred())
 			Expect(res.digest).To(Equal(want))
@@ -363,9 +363,9 @@ var _ = Describe("copying an image", func() {
 			repo := uniqueRepo("lost-blobs")
 			want := r.pushIndex(repo + ":v1")
 			dst := r.dst("backup/" + repo + ":v1")
-			sink := &blobSink{host: r.backup.Host}
-			sink.losing.Store(true)
-			copier = registry.New(registry.Options{Transport: sink})
+			var losing atomic.Bool
+			losing.Store(true)
+			r.backup.Use(registrytest.SwallowUploads(func(*http.Request) bool { return losing.Load() }))
 			before := snapshotCopies()
 
 			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
@@ -376,7 +376,7 @@ var _ = Describe("copying an image", func() {
 			Expect(before.added("failed")).To(Equal(1.0))
 			Expect(before.added("copied")).To(BeZero())
 
-			sink.losing.Store(false)
+			losing.Store(false)
 			got, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			if r.checksReferences {
 				By("copying everything on the next attempt, as the registry refused the incomplete manifests")
@@ -568,7 +568,7 @@ var _ = Describe("copy metrics", func() {
 		Expect(err).NotTo(HaveOccurred())
 
 		for _, name := range []string{"image_clone_copies_total", "image_clone_copy_duration_seconds", "image_clone_copied_bytes_total"} {
-			Expect(metricFamily(name)).NotTo(BeNil(), name)
+			Expect(testutil.GatherAndCount(metrics.Registry, name)).NotTo(BeZero(), name)
 		}
 	})
 })
@@ -582,71 +582,3 @@ func closedAddress() string {
 	Expect(l.Close()).To(Succeed())
 	return addr
 }
-
-// uploadGate holds blob uploads to one host until it is opened, so a spec can act while a copy is in flight.
-type uploadGate struct {
-	host     string
-	held     chan struct{} // closed once the first upload is held
-	released chan struct{}
-	heldOnce sync.Once
-	openOnce sync.Once
-}
-
-func newUploadGate(host string) *uploadGate {
-	g := &uploadGate{host: host, held: make(chan struct{}), released: make(chan struct{})}
-	DeferCleanup(g.open)
-	return g
-}
-
-func (g *uploadGate) open() { g.openOnce.Do(func() { close(g.released) }) }
-
-func (g *uploadGate) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host == g.host && req.Method == http.MethodPatch {
-		g.heldOnce.Do(func() { close(g.held) })
-		select {
-		case <-g.released:
-		case <-req.Context().Done():
-			return nil, req.Context().Err()
-		}
-	}
-	return remote.DefaultTransport.RoundTrip(req)
-}
-
-// blobSink swallows blob uploads to one host while losing is set, answering as if they were stored, like a
-// registry that loses data.
-type blobSink struct {
-	host   string
-	losing atomic.Bool
-}
-
-func (s *blobSink) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !s.losing.Load() || req.URL.Host != s.host || !strings.Contains(req.URL.Path, "/blobs/uploads/") {
-		return remote.DefaultTransport.RoundTrip(req)
-	}
-	if req.Body != nil {
-		_, _ = io.Copy(io.Discard, req.Body)
-		_ = req.Body.Close()
-	}
-	resp := &http.Response{
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req,
-	}
-	switch req.Method {
-	case http.MethodPost:
-		resp.StatusCode = http.StatusAccepted
-		resp.Header.Set("Location", strings.TrimSuffix(req.URL.Path, "/")+"/lost")
-	case http.MethodPatch:
-		resp.StatusCode = http.StatusAccepted
-		resp.Header.Set("Location", req.URL.Path)
-	default:
-		resp.StatusCode = http.StatusCreated
-		resp.Header.Set("Docker-Content-Digest", req.URL.Query().Get("digest"))
-	}
-	resp.Status = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-	return resp, nil
-}
-
-var (
-	_ http.RoundTripper = (*uploadGate)(nil)
-	_ http.RoundTripper = (*blobSink)(nil)
-)

@@ -1,16 +1,8 @@
 package registry_test
 
 import (
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -108,19 +100,19 @@ var _ = Describe("the copy engine", func() {
 			repo := uniqueRepo("corrupt")
 			want := r.pushIndex(repo + ":v1")
 			dst := r.dst("backup/" + repo + ":v1")
-			corrupt := &corruptBlobs{host: r.upstream.Host}
-			corrupt.on.Store(true)
-			copier = registry.New(registry.Options{Transport: corrupt})
+			corrupt := &registrytest.Faults{}
+			r.upstream.Use(corrupt.Middleware)
+			corrupt.Set(registrytest.Fault{Name: "corrupt blobs", Match: registrytest.BlobGets, Corrupt: true})
 			before := snapshotCopies()
 
 			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
 			Expect(err).To(HaveOccurred(), "the backup registry refuses content that does not match the digest")
 			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
-			Expect(corrupt.served.Load()).To(BeNumerically(">", 0))
+			Expect(corrupt.Hits()).To(BeNumerically(">", 0))
 			Expect(before.added("failed")).To(Equal(1.0))
 			Expect(before.added("copied")).To(BeZero())
 
-			corrupt.on.Store(false)
+			corrupt.Clear()
 			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})).To(Equal(want))
 			idx, err := remote.Index(dst)
 			Expect(err).NotTo(HaveOccurred())
@@ -131,12 +123,13 @@ var _ = Describe("the copy engine", func() {
 			repo := uniqueRepo("jobs")
 			digest, err := r.upstream.PushIndex(repo+":v1", 4, testLayerSize)
 			Expect(err).NotTo(HaveOccurred())
-			reads := &slowBlobReads{host: r.upstream.Host, delay: 30 * time.Millisecond}
-			copier = registry.New(registry.Options{Transport: reads, LayerJobs: 2})
+			reads := &registrytest.Concurrency{Match: registrytest.BlobGets, Delay: 30 * time.Millisecond}
+			r.upstream.Use(reads.Middleware)
+			copier = registry.New(registry.Options{LayerJobs: 2})
 
 			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(digest))
-			Expect(reads.total.Load()).To(BeEquivalentTo(10), "two images of a config and four layers")
-			Expect(reads.most.Load()).To(BeEquivalentTo(2))
+			Expect(reads.Total()).To(BeEquivalentTo(10), "two images of a config and four layers")
+			Expect(reads.Most()).To(BeEquivalentTo(2))
 		})
 
 		It("checks a tag it has not verified with one request to each registry, both at the same time", func(ctx SpecContext) {
@@ -147,10 +140,12 @@ var _ = Describe("the copy engine", func() {
 			before := snapshotCopies()
 
 			// Each manifest check waits for the other: checking one registry after the other would time out.
-			meet := newRendezvous(r.upstream.Host, r.backup.Host)
-			fresh := registry.New(registry.Options{Transport: meet})
+			meet := registrytest.NewRendezvous(manifestHeads, "source", "backup")
+			r.upstream.Use(meet.At("source"))
+			r.backup.Use(meet.At("backup"))
+			fresh := registry.New(registry.Options{})
 			Expect(fresh.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})).To(Equal(want))
-			Expect(meet.met()).To(BeTrue())
+			Expect(meet.Met()).To(BeTrue())
 			Expect(before.added("present")).To(Equal(1.0))
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				Expect(reg.Requests()).To(ConsistOf(SatisfyAll(
@@ -182,13 +177,21 @@ var _ = Describe("the copy engine", func() {
 			DeferCleanup(backup.Close)
 			want, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 			Expect(err).NotTo(HaveOccurred())
-			tokens := requireAnonymousToken(upstream.Host)
+			// Like Docker Hub, the registry serves anonymous reads only with a token from its realm.
+			tokens := registrytest.Front(upstream.Host, registrytest.TokenRealm("anonymous-token"))
+			DeferCleanup(tokens.Close)
 			copier := registry.New(registry.Options{})
 
 			for _, tag := range []string{"v1", "v1-again"} {
-				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(tokens.host + "/app:v1"), Target: mustTag(backup.Host + "/backup/app:" + tag)})).To(Equal(want))
+				Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: mustRef(tokens.Host + "/app:v1"), Target: mustTag(backup.Host + "/backup/app:" + tag)})).To(Equal(want))
 			}
-			Expect(tokens.refusedManifests.Load()).To(BeEquivalentTo(1), "only the first check was tried without a token")
+			refusedManifests := 0
+			for _, req := range tokens.Requests() {
+				if strings.Contains(req.Path, "/manifests/") && req.Status == http.StatusUnauthorized {
+					refusedManifests++
+				}
+			}
+			Expect(refusedManifests).To(BeEquivalentTo(1), "only the first check was tried without a token")
 		})
 	})
 })
@@ -207,168 +210,7 @@ func platformsOf(ref name.Reference) []string {
 	return platforms
 }
 
-// corruptBlobs flips a byte of every blob read from host while on is set, like a source that serves bad data.
-type corruptBlobs struct {
-	host   string
-	on     atomic.Bool
-	served atomic.Int64
+// manifestHeads matches the manifest HEADs with which the copier checks a tag.
+func manifestHeads(req *http.Request) bool {
+	return req.Method == http.MethodHead && registrytest.Manifests(req)
 }
-
-func (c *corruptBlobs) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := remote.DefaultTransport.RoundTrip(req)
-	if err != nil || !c.on.Load() || req.URL.Host != c.host || req.Method != http.MethodGet ||
-		!strings.Contains(req.URL.Path, "/blobs/") || resp.StatusCode != http.StatusOK {
-		return resp, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > 0 {
-		body[len(body)/2] ^= 0xff
-	}
-	c.served.Add(1)
-	resp.Body = io.NopCloser(strings.NewReader(string(body)))
-	return resp, nil
-}
-
-// slowBlobReads delays every blob read from host and records how many were open at the same time.
-type slowBlobReads struct {
-	host  string
-	delay time.Duration
-	open  atomic.Int64
-	most  atomic.Int64
-	total atomic.Int64
-}
-
-func (s *slowBlobReads) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host != s.host || req.Method != http.MethodGet || !strings.Contains(req.URL.Path, "/blobs/") {
-		return remote.DefaultTransport.RoundTrip(req)
-	}
-	s.total.Add(1)
-	n := s.open.Add(1)
-	for {
-		most := s.most.Load()
-		if n <= most || s.most.CompareAndSwap(most, n) {
-			break
-		}
-	}
-	time.Sleep(s.delay)
-	resp, err := remote.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		s.open.Add(-1)
-		return nil, err
-	}
-	resp.Body = &closeHook{ReadCloser: resp.Body, close: func() { s.open.Add(-1) }}
-	return resp, nil
-}
-
-type closeHook struct {
-	io.ReadCloser
-	once  sync.Once
-	close func()
-}
-
-func (c *closeHook) Close() error {
-	err := c.ReadCloser.Close()
-	c.once.Do(c.close)
-	return err
-}
-
-// rendezvous holds each manifest HEAD sent to one of two hosts until one has been sent to the other as well.
-type rendezvous struct {
-	mu      sync.Mutex
-	arrived map[string]bool
-	both    chan struct{}
-}
-
-func newRendezvous(a, b string) *rendezvous {
-	return &rendezvous{arrived: map[string]bool{a: false, b: false}, both: make(chan struct{})}
-}
-
-func (m *rendezvous) met() bool {
-	select {
-	case <-m.both:
-		return true
-	default:
-		return false
-	}
-}
-
-func (m *rendezvous) RoundTrip(req *http.Request) (*http.Response, error) {
-	m.mu.Lock()
-	seen, ok := m.arrived[req.URL.Host]
-	if ok && req.Method == http.MethodHead && strings.Contains(req.URL.Path, "/manifests/") && !seen {
-		m.arrived[req.URL.Host] = true
-		if allTrue(m.arrived) {
-			close(m.both)
-		}
-		m.mu.Unlock()
-		select {
-		case <-m.both:
-		case <-time.After(10 * time.Second):
-			return nil, errors.New("the other registry was not asked meanwhile")
-		case <-req.Context().Done():
-			return nil, req.Context().Err()
-		}
-	} else {
-		m.mu.Unlock()
-	}
-	return remote.DefaultTransport.RoundTrip(req)
-}
-
-func allTrue(m map[string]bool) bool {
-	for _, v := range m {
-		if !v {
-			return false
-		}
-	}
-	return true
-}
-
-// tokenRegistry is a registry that, like Docker Hub, serves anonymous reads only with a token from its realm.
-type tokenRegistry struct {
-	host string
-	// refusedManifests counts manifest requests refused for want of a token.
-	refusedManifests atomic.Int64
-}
-
-// requireAnonymousToken puts a proxy in front of the registry at host that demands a bearer token, which its
-// realm hands to anyone.
-func requireAnonymousToken(host string) *tokenRegistry {
-	GinkgoHelper()
-	const token = "anonymous-token"
-	target, err := url.Parse("http://" + host)
-	Expect(err).NotTo(HaveOccurred())
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	t := &tokenRegistry{}
-	var realm string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/token" {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = fmt.Fprintf(w, `{"token":%q}`, token)
-			return
-		}
-		if req.Header.Get("Authorization") != "Bearer "+token {
-			if strings.Contains(req.URL.Path, "/manifests/") {
-				t.refusedManifests.Add(1)
-			}
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="test"`, realm))
-			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		proxy.ServeHTTP(w, req)
-	}))
-	DeferCleanup(srv.Close)
-	realm = srv.URL + "/token"
-	t.host = strings.TrimPrefix(srv.URL, "http://")
-	return t
-}
-
-var (
-	_ http.RoundTripper = (*corruptBlobs)(nil)
-	_ http.RoundTripper = (*slowBlobReads)(nil)
-	_ http.RoundTripper = (*rendezvous)(nil)
-)

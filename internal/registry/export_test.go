@@ -9,3 +9,9 @@ var ClassifyResponse = classify
 func Static(creds *Credentials) CredentialSource {
 	return func(context.Context) (*Credentials, error) { return creds, nil }
 }
+
+// CopiesTotal and CopiedBytesTotal are the copier's counters, for the specs to read with prometheus/testutil.
+var (
+	CopiesTotal      = copiesTotal
+	CopiedBytesTotal = copiedBytes
+)

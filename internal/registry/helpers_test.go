@@ -13,9 +13,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
@@ -58,8 +60,10 @@ var registryKinds = []registryKind{
 			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true}
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				reg.SetDown(false)
+				reg.ResetMiddleware()
 				reg.ResetRequests()
 				DeferCleanup(reg.SetDown, false)
+				DeferCleanup(reg.ResetMiddleware)
 			}
 			return r
 		},
@@ -201,50 +205,20 @@ func requestsWith(reg *registrytest.Registry, method, part string) int {
 	return n
 }
 
-// metricFamily returns the family called name from controller-runtime's registry, or nil if it has no series.
-func metricFamily(name string) *dto.MetricFamily {
-	GinkgoHelper()
-	families, err := metrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() == name {
-			return f
-		}
-	}
-	return nil
-}
-
 // copies returns image_clone_copies_total{result=result}.
 func copies(result string) float64 {
-	GinkgoHelper()
-	f := metricFamily("image_clone_copies_total")
-	if f == nil {
-		return 0
-	}
-	for _, m := range f.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "result" && l.GetValue() == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return testutil.ToFloat64(registry.CopiesTotal.WithLabelValues(result))
 }
 
 // copiedBytes returns image_clone_copied_bytes_total.
-func copiedBytes() float64 {
-	GinkgoHelper()
-	f := metricFamily("image_clone_copied_bytes_total")
-	Expect(f).NotTo(BeNil(), "image_clone_copied_bytes_total is not registered")
-	return f.GetMetric()[0].GetCounter().GetValue()
-}
+func copiedBytes() float64 { return testutil.ToFloat64(registry.CopiedBytesTotal) }
 
 // copyDurations returns how many copies image_clone_copy_duration_seconds observed.
 func copyDurations() uint64 {
 	GinkgoHelper()
-	f := metricFamily("image_clone_copy_duration_seconds")
-	Expect(f).NotTo(BeNil(), "image_clone_copy_duration_seconds is not registered")
-	return f.GetMetric()[0].GetHistogram().GetSampleCount()
+	samples, err := metricstest.Gather(metrics.Registry)
+	Expect(err).NotTo(HaveOccurred())
+	return uint64(samples.Sum("image_clone_copy_duration_seconds_count", nil))
 }
 
 // metricsSnapshot records copies by result so that a spec can assert on what it added.

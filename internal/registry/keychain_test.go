@@ -87,9 +87,7 @@ var _ = Describe("copying with the credentials of a --registry-config file", fun
 
 // requireBasicAuth puts a proxy that demands user:pass in front of the registry at host and returns its host.
 func requireBasicAuth(host, user, pass string) string {
-	GinkgoHelper()
-	proxy, err := registrytest.RequireBasicAuth(host, user, pass)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(proxy.Close)
-	return proxy.Host
+	front := registrytest.Front(host, registrytest.BasicAuth(user, pass))
+	DeferCleanup(front.Close)
+	return front.Host
 }

@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
-	"github.com/image-clone-controller/image-clone-controller/internal/testing/faultproxy"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
@@ -41,12 +40,12 @@ var _ = Describe("retrying failed requests", func() {
 	It("hands a Retry-After longer than it waits inline back to the caller instead of sleeping", func(ctx SpecContext) {
 		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		limited := faultproxy.New(upstream.Host)
-		DeferCleanup(limited.Close)
-		limited.Set(faultproxy.Fault{Name: "rate limited", Status: http.StatusTooManyRequests, RetryAfter: "120"})
+		limited := &registrytest.Faults{}
+		upstream.Use(limited.Middleware)
+		limited.Set(registrytest.Fault{Name: "rate limited", Status: http.StatusTooManyRequests, RetryAfter: "120"})
 
 		_, err = registry.New(registry.Options{}).Copy(withLogger(ctx),
-			registry.CopyRequest{Source: mustRef(limited.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})
+			registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})
 		Expect(err).To(HaveOccurred())
 		Expect(registry.ClassOf(err)).To(Equal(registry.Transient))
 		Expect(registry.RetryAfterOf(err)).To(Equal(120 * time.Second))
@@ -57,14 +56,14 @@ var _ = Describe("retrying failed requests", func() {
 	It("waits out a short Retry-After inline and finishes the copy", func(ctx SpecContext) {
 		want, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
-		limited := faultproxy.New(upstream.Host)
-		DeferCleanup(limited.Close)
+		limited := &registrytest.Faults{}
+		upstream.Use(limited.Middleware)
 		var first atomic.Bool
-		limited.Set(faultproxy.Fault{Name: "rate limited once", Status: http.StatusTooManyRequests, RetryAfter: "1",
+		limited.Set(registrytest.Fault{Name: "rate limited once", Status: http.StatusTooManyRequests, RetryAfter: "1",
 			Match: func(*http.Request) bool { return first.CompareAndSwap(false, true) }})
 
 		Expect(registry.New(registry.Options{}).Copy(withLogger(ctx),
-			registry.CopyRequest{Source: mustRef(limited.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})).To(Equal(want))
+			registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})).To(Equal(want))
 		Expect(limited.Hits()).To(Equal(1))
 	})
 

@@ -2,9 +2,7 @@ package registry_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -203,10 +201,8 @@ var _ = Describe("copying broken image indexes", func() {
 			index := r.pushIndex(repo + ":v1")
 			child := childrenOf(r.src(repo + ":v1"))[0]
 			dst := r.dst("backup/" + repo + ":v1")
-			copier := registry.New(registry.Options{
-				CopyTimeout: brokenCopyTimeout,
-				Transport:   &substituteManifest{host: r.upstream.Host, repo: repo, want: child, serve: index},
-			})
+			r.upstream.Use(registrytest.ServeManifest(repo, child, index))
+			copier := registry.New(registry.Options{CopyTimeout: brokenCopyTimeout})
 			r.resetRequests()
 
 			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: dst})
@@ -354,23 +350,3 @@ func nestedIndex(levels int) v1.ImageIndex {
 	Expect(err).NotTo(HaveOccurred())
 	return idx
 }
-
-// substituteManifest answers requests for manifest want of repo on host with manifest serve, like a registry
-// that serves the wrong content for a digest.
-type substituteManifest struct {
-	host, repo  string
-	want, serve v1.Hash
-}
-
-func (s *substituteManifest) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host == s.host && req.URL.Path == fmt.Sprintf("/v2/%s/manifests/%s", s.repo, s.want) {
-		req = req.Clone(req.Context())
-		req.URL.Path = strings.Replace(req.URL.Path, s.want.String(), s.serve.String(), 1)
-		// The copier asks for the media type the index gives the child; the substitute is of another.
-		req.Header.Set("Accept", strings.Join([]string{string(types.OCIImageIndex), string(types.DockerManifestList),
-			string(types.OCIManifestSchema1), string(types.DockerManifestSchema2)}, ","))
-	}
-	return remote.DefaultTransport.RoundTrip(req)
-}
-
-var _ http.RoundTripper = (*substituteManifest)(nil)

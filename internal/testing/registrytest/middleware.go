@@ -54,9 +54,3 @@ func unauthorized(w http.ResponseWriter, challenge string) {
 	w.WriteHeader(http.StatusUnauthorized)
 	_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
 }
-
-// RequireBasicAuth puts a Front that demands user:pass in front of the registry at host. New code calls
-// Front(host, BasicAuth(user, pass)); this stays until internal/registry's specs do.
-func RequireBasicAuth(host, user, pass string) (*Registry, error) {
-	return Front(host, BasicAuth(user, pass)), nil
-}

@@ -2,7 +2,8 @@
 // for fast tests and the distribution registry binary for integration tests, both behind a proxy that counts
 // requests so tests can prove what did (and did not) cross the wire. Front puts the same proxy in front of any
 // registry. Middleware added to the proxy changes how the registry behaves: it demands credentials
-// (BasicAuth, TokenRealm) or misbehaves (Faults).
+// (BasicAuth, TokenRealm), misbehaves (Faults, SwallowUploads, ServeManifest) or holds requests so that a test
+// can act or measure meanwhile (Gate, Rendezvous, Concurrency).
 package registrytest
 
 import (
@@ -197,6 +198,15 @@ func (r *Registry) Use(mw ...Middleware) {
 		h = r.middleware[i](h)
 	}
 	r.chain.Store(&h)
+}
+
+// ResetMiddleware removes the middleware added so far, so that a registry shared by several tests serves the
+// next one as it was started. Requests in flight finish with the middleware they started with.
+func (r *Registry) ResetMiddleware() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.middleware = nil
+	r.chain.Store(&r.forward)
 }
 
 // count serves a request through the middleware and records it, also when a middleware aborts the response.
