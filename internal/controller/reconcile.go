@@ -53,7 +53,10 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	spec := &r.Kind.PodTemplate(obj).Spec
 	results := r.mapImages(spec)
 	creds := r.sourceCredentials(obj)
-	r.backUp(ctx, results, creds.source)
+	// Adding the backup pull secret hands the workload every copy it names; those it was not pointed at by
+	// this reconcile must prove that the workload's own credentials can read their sources.
+	proveKept := r.backupSecret != nil && !r.backupSecret.references(spec)
+	r.backUp(ctx, results, creds.source, proveKept)
 
 	plan := decide(results)
 	if len(plan.failed) > 0 {
@@ -167,7 +170,7 @@ func (l *lazyCredentials) unused() []string { return l.unusedSecrets }
 
 // backUp copies the images of results that mapped, at most MaxConcurrentImages at a time, and records each
 // outcome in place.
-func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, creds registry.CredentialSource) {
+func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, creds registry.CredentialSource, proveKept bool) {
 	limit := make(chan struct{}, max(1, r.Options.MaxConcurrentImages))
 	var wg sync.WaitGroup
 	for i := range results {
@@ -178,8 +181,9 @@ func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, cred
 			limit <- struct{}{}
 			defer func() { <-limit }()
 			m := results[i].mapping
+			keep := results[i].keep
 			results[i].digest, results[i].err = r.Copier.Copy(ctx, registry.CopyRequest{
-				Source: m.Source, Target: m.Target, Credentials: creds, KeepExisting: results[i].keep})
+				Source: m.Source, Target: m.Target, Credentials: creds, KeepExisting: keep, ProveAccess: keep && proveKept})
 		})
 	}
 	wg.Wait()
@@ -196,8 +200,7 @@ type plan struct {
 
 // decide turns the failures' classes into the plan; it is the one place that chooses retries:
 //   - Transient: nothing is patched yet (one rollout, not one per image); the workload comes back after the
-//     longest Retry-After a registry asked for when every transient failure had one, else with the work
-//     queue's backoff;
+//     longest Retry-After a registry asked for, if one did, else with the work queue's backoff;
 //   - Permanent, AccessDenied, TooLarge: the other images are patched, and the workload comes back with
 //     backoff, since the image may be published, access granted or the limit raised later;
 //   - Invalid: the other images are patched, and only a change of the workload brings it back.
@@ -205,7 +208,6 @@ func decide(results []backupResult) plan {
 	var p plan
 	byClass := map[registry.Class][]string{}
 	var wait time.Duration
-	allWait := true
 	for _, res := range results {
 		if res.err == nil {
 			continue
@@ -214,13 +216,14 @@ func decide(results []backupResult) plan {
 		class := registry.ClassOf(res.err)
 		byClass[class] = append(byClass[class], res.image)
 		if class == registry.Transient {
-			after := registry.RetryAfterOf(res.err)
-			wait = max(wait, after)
-			allWait = allWait && after > 0
+			wait = max(wait, registry.RetryAfterOf(res.err))
 		}
 	}
 	switch {
-	case len(byClass[registry.Transient]) > 0 && allWait:
+	case wait > 0:
+		// Nothing is patched before every transient failure is over, so the workload waits as long as the
+		// registry asked, even if another image failed without asking: a retry sooner would only ask the
+		// registry that said to wait.
 		p.result.RequeueAfter = min(wait, maxRetryAfter)
 	case len(byClass[registry.Transient]) > 0:
 		p.err = fmt.Errorf("backing up %s: will retry", strings.Join(byClass[registry.Transient], ", "))
@@ -246,6 +249,13 @@ func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.
 		if res.err == nil && !res.keep {
 			rewrites[res.image] = res.mapping.PodImage()
 		}
+	}
+	// A workload that names a copy its own credentials could not prove access to gets no pull secret for the
+	// backup, and so nothing pointed at the backup either (its pods could not pull it); the Warning Event says
+	// why.
+	if r.backupSecret != nil && !r.backupSecret.references(spec) &&
+		slices.ContainsFunc(results, func(res backupResult) bool { return res.keep && res.err != nil }) {
+		return nil
 	}
 	addSecret, err := r.provideBackupPullSecret(ctx, obj, spec, len(rewrites) > 0)
 	if err != nil {

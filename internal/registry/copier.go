@@ -70,43 +70,49 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
 	defer cancel()
 	ctx, _ = withRetryBudget(ctx)
-	digest, err := c.copy(ctx, req)
+	digest, result, err := c.copy(ctx, req)
+	if err != nil {
+		result = resultFailed
+	}
+	copiesTotal.WithLabelValues(result).Inc()
 	return digest, finish(ctx, err)
 }
 
-func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
+// copy does the work of Copy and says which copies_total result it had.
+func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, error) {
 	pull, err := c.pullReference(req.Source)
 	if err != nil {
-		return v1.Hash{}, withClass(Invalid, err)
+		return v1.Hash{}, "", withClass(Invalid, err)
 	}
 	dst, err := c.withScheme(req.Target)
 	if err != nil {
-		return v1.Hash{}, withClass(Invalid, err)
+		return v1.Hash{}, "", withClass(Invalid, err)
 	}
 	s := c.newSession()
 	held := make(chan backupAnswer, 1)
 	if req.KeepExisting {
-		// A copy workloads already run from is kept as it is; the source is asked only if it is gone.
+		// A copy workloads already run from is kept as it is; the source is asked only if it is gone, or to
+		// prove the caller's access (ProveAccess).
 		backup := c.backupAnswer(ctx, s, dst)
-		if backup.err == nil && backup.digest != (v1.Hash{}) && !c.failedVerification(dst.String()+"@"+backup.digest.String()) {
-			copiesTotal.WithLabelValues(resultPresent).Inc()
-			return backup.digest, nil
+		if backup.err != nil {
+			return v1.Hash{}, "", atBackup(fmt.Errorf("checking backup %s: %w", dst, backup.err))
+		}
+		if backup.digest != (v1.Hash{}) && !c.failedVerification(dst.String()+"@"+backup.digest.String()) {
+			if !req.ProveAccess {
+				return backup.digest, resultPresent, nil
+			}
+			if err := c.proveAccess(ctx, s, req, pull); err != nil {
+				return v1.Hash{}, "", err
+			}
+			return backup.digest, resultPresent, nil
 		}
 		held <- backup
 	}
-	var creds *Credentials
-	if req.Credentials != nil {
-		if creds, err = req.Credentials(ctx); err != nil {
-			copiesTotal.WithLabelValues(resultFailed).Inc()
-			return v1.Hash{}, fmt.Errorf("reading the credentials to pull %s with: %w", req.Source, err)
-		}
+	creds, err := c.credentials(ctx, s, req, pull)
+	if err != nil {
+		return v1.Hash{}, "", err
 	}
-	// The caller's credentials must prove access to the source on every call, even for a digest that needs no
-	// resolving and an image the backup already holds. Mirrors are read with the Copier's keychain.
-	checkAccess := creds != nil && pull.Context().RegistryStr() == req.Source.Context().RegistryStr()
-	if checkAccess {
-		s.source, s.sourceKeychain = pull.Context(), creds.Keychain
-	}
+	checkAccess := creds != nil && s.sourceKeychain != nil
 
 	// Nothing this process remembers skips the backup: the copy it verified may be gone (garbage collection,
 	// a lifecycle policy, lost storage). The source is asked at the same time, unless the tag cache answers.
@@ -116,15 +122,13 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	digest, err := c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
 	backup := <-held
 	if err != nil {
-		copiesTotal.WithLabelValues(resultFailed).Inc()
 		if checkAccess {
-			return v1.Hash{}, fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(req.Source, pull), err)
+			return v1.Hash{}, "", fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(req.Source, pull), err)
 		}
-		return v1.Hash{}, fmt.Errorf("resolving %s: %w", describePull(req.Source, pull), err)
+		return v1.Hash{}, "", fmt.Errorf("resolving %s: %w", describePull(req.Source, pull), err)
 	}
 	if backup.err != nil {
-		copiesTotal.WithLabelValues(resultFailed).Inc()
-		return v1.Hash{}, fmt.Errorf("checking backup %s: %w", dst, backup.err)
+		return v1.Hash{}, "", atBackup(fmt.Errorf("checking backup %s: %w", dst, backup.err))
 	}
 
 	key := dst.String() + "@" + digest.String()
@@ -132,26 +136,61 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	// the copy is complete, unless this process saw its verification fail.
 	if backup.digest == digest && !c.failedVerification(key) {
 		logr.FromContextOrDiscard(ctx).V(1).Info("Backup already holds the image", "image", req.Source.String(), "backup", dst.String(), "digest", digest.String())
-		copiesTotal.WithLabelValues(resultPresent).Inc()
-		return digest, nil
+		return digest, resultPresent, nil
 	}
 
 	// The copy runs detached from the caller so that a cancelled reconcile does not abort a transfer that
-	// other reconciles are waiting for; the deadline of the Copy that started it bounds it instead.
+	// other reconciles are waiting for; a CopyTimeout of its own, from when it starts, bounds it instead, so
+	// that a caller joining late is not cut short by the deadline of the one that started it.
+	led := false
 	flight := c.flights.DoChan(key, func() (any, error) {
-		fctx, cancel := detach(ctx)
+		led = true
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CopyTimeout)
 		defer cancel()
 		return nil, finish(fctx, c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst))
 	})
 	select {
 	case <-ctx.Done():
-		return v1.Hash{}, ctx.Err()
+		return v1.Hash{}, "", ctx.Err()
 	case res := <-flight:
 		if res.Err != nil {
-			return v1.Hash{}, res.Err
+			return v1.Hash{}, "", res.Err
 		}
 	}
-	return digest, nil
+	if !led {
+		return digest, resultJoined, nil
+	}
+	return digest, resultCopied, nil
+}
+
+// credentials reads req's credentials, if it has any, and sets the session up to read the source with them.
+// The caller's credentials must prove access to the source on every call, even for a digest that needs no
+// resolving and an image the backup already holds; mirrors are read with the Copier's keychain.
+func (c *Copier) credentials(ctx context.Context, s *session, req CopyRequest, pull name.Reference) (*Credentials, error) {
+	if req.Credentials == nil {
+		return nil, nil
+	}
+	creds, err := req.Credentials(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the credentials to pull %s with: %w", req.Source, err)
+	}
+	if creds != nil && pull.Context().RegistryStr() == req.Source.Context().RegistryStr() {
+		s.source, s.sourceKeychain = pull.Context(), creds.Keychain
+	}
+	return creds, nil
+}
+
+// proveAccess checks that req's credentials can read its source (from the tag cache within its TTL), for a
+// copy that is kept whatever the source holds now.
+func (c *Copier) proveAccess(ctx context.Context, s *session, req CopyRequest, pull name.Reference) error {
+	creds, err := c.credentials(ctx, s, req, pull)
+	if err != nil || creds == nil || s.sourceKeychain == nil {
+		return err
+	}
+	if _, err := c.sourceDigest(ctx, s, req.Source, creds, pull, true); err != nil {
+		return fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(req.Source, pull), err)
+	}
+	return nil
 }
 
 // backupAnswer is what the backup tag resolved to: its digest, the zero digest if the tag does not exist, or
@@ -173,15 +212,6 @@ func (c *Copier) sourceDigest(ctx context.Context, s *session, src name.Referenc
 	}
 	c.tags.add(src, creds, digest)
 	return digest, nil
-}
-
-// detach returns a context with the values and deadline of ctx that its cancellation does not reach.
-func detach(ctx context.Context) (context.Context, context.CancelFunc) {
-	detached := context.WithoutCancel(ctx)
-	if deadline, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(detached, deadline)
-	}
-	return context.WithCancel(detached)
 }
 
 // finish gives a failed Copy its class and, for a transient failure, the wait a registry asked for that was too
@@ -226,7 +256,7 @@ func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference, ch
 	return full.Digest, nil
 }
 
-func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) (err error) {
+func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) error {
 	log := logr.FromContextOrDiscard(ctx).WithValues("image", orig.String(), "backup", dst.String(), "digest", src.DigestStr())
 	want, _ := v1.NewHash(src.DigestStr())
 	key := dst.String() + "@" + want.String()
@@ -239,11 +269,6 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	}
 
 	start := time.Now()
-	defer func() {
-		if err != nil {
-			copiesTotal.WithLabelValues(resultFailed).Inc()
-		}
-	}()
 
 	// Verification reads the backup with a transport of its own, whose handshake runs during the transfer.
 	go func() { _, _ = s.reader(ctx, dst.Context()) }()
@@ -254,7 +279,7 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	counter := &uploadCounter{next: c.base}
 	log.V(1).Info("Copying image")
 	if err := remote.Push(dst, image, c.remoteOptions(ctx, counter)...); err != nil {
-		return fmt.Errorf("copying %s to %s: %w", orig, dst, err)
+		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
 	}
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
@@ -268,7 +293,6 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	c.unverified.Remove(key)
 	c.holders.add(dst.Context(), blobs...)
 	copyDuration.Observe(time.Since(start).Seconds())
-	copiesTotal.WithLabelValues(resultCopied).Inc()
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -207,12 +208,45 @@ var _ = Describe("copying an image", func() {
 			Expect(r.backup.Requests()).To(HaveExactElements(HaveField("Method", http.MethodHead)))
 			Expect(credentialReads.Load()).To(BeZero(), "no credentials are read while the copy exists")
 
+			By("failing, without reading credentials or asking the source, while the backup cannot be asked")
+			r.backup.SetDown(true)
+			r.upstream.ResetRequests()
+			_, err := copier.Copy(withLogger(ctx), keep)
+			Expect(err).To(HaveOccurred())
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient))
+			Expect(r.upstream.Requests()).To(BeEmpty())
+			Expect(credentialReads.Load()).To(BeZero())
+			r.backup.SetDown(false)
+
+			By("proving the credentials' access to the source when asked to, and keeping the copy")
+			prove := keep
+			prove.ProveAccess = true
+			Expect(copier.Copy(withLogger(ctx), prove)).To(Equal(first))
+			Expect(credentialReads.Load()).To(BeEquivalentTo(1))
+			Expect(requestsWith(r.upstream, http.MethodHead, "/manifests/v1")).To(Equal(1))
+			credentialReads.Store(0)
+
 			Expect(r.backup.LoseRepository("backup/"+repo, "v1")).To(Succeed())
 			Expect(copier.Copy(withLogger(ctx), keep)).To(Equal(moved), "restored from what the source holds now")
 			Expect(credentialReads.Load()).To(BeEquivalentTo(1))
 			img, err := remote.Image(dst)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(validate.Image(img)).To(Succeed())
+		})
+
+		It("reports a backup that loses its upload sessions as transient, not as an image that does not exist", func(ctx SpecContext) {
+			repo := uniqueRepo("lost-upload")
+			r.pushImage(repo + ":v1")
+			faults := &registrytest.Faults{}
+			r.backup.Use(faults.Middleware)
+			faults.Set(registrytest.Fault{Name: "upload unknown", Match: func(req *http.Request) bool {
+				return req.Method != http.MethodPost && registrytest.BlobUploads(req)
+			}, Status: http.StatusNotFound})
+
+			_, err := copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
+			Expect(err).To(HaveOccurred())
+			Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
+			Expect(registry.Explain(err)).NotTo(ContainSubstring("does not exist"))
 		})
 
 		Context("with a tag cache", func() {
@@ -295,7 +329,36 @@ var _ = Describe("copying an image", func() {
 			Expect(uploadsStarted(r.backup)).To(Equal(len(blobs)), "one upload per blob")
 			Expect(r.backup.UploadedBytes()).To(Equal(totalSize(blobs)))
 			Expect(before.added("copied")).To(Equal(1.0), "one transfer")
+			Expect(before.added("joined")+before.added("present")).To(Equal(float64(callers-1)), "every request counted once")
 			Expect(before.added("failed")).To(BeZero())
+		})
+
+		It("finishes a transfer that a late caller joined, whatever the deadline of the caller that started it", func(ctx SpecContext) {
+			repo := uniqueRepo("joined")
+			want := r.pushImage(repo + ":v1")
+			gate := registrytest.NewGate(registrytest.BlobGets)
+			r.upstream.Use(gate.Middleware)
+			DeferCleanup(gate.Open)
+			req := registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")}
+
+			leaderCtx, cancel := context.WithTimeout(withLogger(ctx), 2*time.Second)
+			defer cancel()
+			leader := make(chan error, 1)
+			go func() { _, err := copier.Copy(leaderCtx, req); leader <- err }()
+			Eventually(gate.Held()).Should(BeClosed())
+
+			joiner := make(chan error, 1)
+			go func() {
+				got, err := copier.Copy(withLogger(ctx), req)
+				if err == nil && got != want {
+					err = fmt.Errorf("digest %s, want %s", got, want)
+				}
+				joiner <- err
+			}()
+			Eventually(func() int { return requestsWith(r.upstream, http.MethodHead, "/manifests/v1") }).Should(Equal(2), "the joiner resolved the tag")
+			Eventually(leader).Should(Receive(HaveOccurred()), "the caller that started the transfer gave up")
+			gate.Open()
+			Eventually(joiner).Should(Receive(Succeed()), "the transfer went on for the caller that joined it")
 		})
 
 		It("finishes a shared transfer when the caller that started it gives up", func(ctx SpecContext) {

@@ -118,6 +118,22 @@ func classify(err error) error {
 	return &Error{Class: Transient, Err: err}
 }
 
+// atBackup classifies an error met while writing to or asking the backup registry. The backup is the
+// operator's: refused credentials are AccessDenied, but "unknown" answers there (a lost upload session, a
+// repository deleted meanwhile) are Transient — the next attempt writes the copy again — never the
+// Permanent "the image does not exist" of a source. Errors that already have a class (a source blob found
+// missing during the push, say) keep it.
+func atBackup(err error) error {
+	var e *Error
+	if err == nil || errors.As(err, &e) {
+		return err
+	}
+	if c := classify(err); ClassOf(c) == AccessDenied {
+		return c
+	}
+	return &Error{Class: Transient, Err: err}
+}
+
 // missingManifestError reports a manifest that an image index lists but the registry serving the index does not
 // have: the index was published incompletely, or part of it was deleted (by hand or by garbage collection).
 //

@@ -227,7 +227,7 @@ type metricsSnapshot map[string]float64
 func snapshotCopies() metricsSnapshot {
 	GinkgoHelper()
 	s := metricsSnapshot{}
-	for _, result := range []string{"copied", "present", "failed"} {
+	for _, result := range []string{"copied", "joined", "present", "failed"} {
 		s[result] = copies(result)
 	}
 	return s

@@ -7,7 +7,8 @@ import (
 
 // Results of a copy request, the values of the copies_total "result" label.
 const (
-	resultCopied  = "copied"  // bytes were moved and the copy verified
+	resultCopied  = "copied"  // this request moved the bytes and verified the copy
+	resultJoined  = "joined"  // this request waited for another request's transfer of the same copy
 	resultPresent = "present" // the backup registry already held the digest (one manifest HEAD there)
 	resultFailed  = "failed"
 )
@@ -16,7 +17,7 @@ var (
 	copiesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "image_clone",
 		Name:      "copies_total",
-		Help:      "Image copy requests by result: copied, present (backup already held the digest), failed.",
+		Help:      "Image copy requests, each counted once, by result: copied (this request moved the bytes), joined (it waited for another request's transfer), present (the backup already held the digest), failed.",
 	}, []string{"result"})
 	tagCacheHits = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "image_clone",

@@ -14,13 +14,16 @@ type CopyRequest struct {
 	// Target is the backup tag the copy is written to.
 	Target name.Tag
 	// Credentials, when set, returns the caller's credentials for the source registry (see Credentials); nil
-	// pulls the source with the Copier's keychain. It is called at most once, and only when the source is
-	// asked, so that a caller whose copy exists (KeepExisting) never pays for reading its credentials.
+	// pulls the source with the Copier's keychain. It is called at most once per Copy, and not at all when a
+	// KeepExisting copy exists (without ProveAccess), so that such a caller never pays for reading them.
 	Credentials CredentialSource
 	// KeepExisting makes a target that exists in the backup count as done, whatever the source holds now, so
 	// the source is asked only when the backup lost the copy: it keeps a copy that workloads already run
-	// from, instead of moving it with its upstream tag.
+	// from, instead of moving it with its upstream tag. A backup that cannot be asked fails the Copy.
 	KeepExisting bool
+	// ProveAccess, with KeepExisting, has Credentials prove that they can read the source even when the copy
+	// exists (one source request, or the tag cache), for a caller about to hand the copy to someone.
+	ProveAccess bool
 }
 
 // CredentialSource returns the credentials a Copy pulls its source with; a nil *Credentials means the Copier's

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,14 +13,14 @@ import (
 	"time"
 )
 
-// copyRetries and maxInlineWait are the budget of one Copy; see "Retries" in the package documentation.
+// maxFailures and maxInlineWait are the budget of one Copy; see "Retries" in the package documentation.
 const (
-	copyRetries   = 3
+	maxFailures   = 4
 	maxInlineWait = 2 * time.Second
 )
 
-// retryBackoff is the wait before the n-th retry of a request (n from 1): 250ms, 500ms, 1s, ... up to
-// maxInlineWait.
+// retryBackoff is the wait before a request is sent again after its registry's n-th failure in a Copy (n from
+// 1): 250ms, 500ms, 1s, ... up to maxInlineWait.
 func retryBackoff(n int) time.Duration {
 	return min(maxInlineWait, 250*time.Millisecond<<(n-1))
 }
@@ -29,20 +30,20 @@ var retryStatusCodes = map[int]bool{
 	http.StatusBadGateway: true, http.StatusServiceUnavailable: true, http.StatusGatewayTimeout: true,
 }
 
-// retryBudget is what one Copy may still spend on retries, shared by every request the Copy makes.
+// retryBudget counts, for one Copy, the failed requests to each registry host; every request the Copy makes
+// shares it.
 type retryBudget struct {
-	mu   sync.Mutex
-	left int
-	used int
+	mu       sync.Mutex
+	failures map[string]int
 	// after is the longest Retry-After that was too long to wait inline.
 	after time.Duration
 }
 
 type budgetKey struct{}
 
-// withRetryBudget returns ctx carrying a fresh budget of copyRetries retries.
+// withRetryBudget returns ctx carrying a fresh budget.
 func withRetryBudget(ctx context.Context) (context.Context, *retryBudget) {
-	b := &retryBudget{left: copyRetries}
+	b := &retryBudget{}
 	return context.WithValue(ctx, budgetKey{}, b), b
 }
 
@@ -51,19 +52,25 @@ func budgetOf(ctx context.Context) *retryBudget {
 	if b, ok := ctx.Value(budgetKey{}).(*retryBudget); ok {
 		return b
 	}
-	return &retryBudget{left: copyRetries}
+	return &retryBudget{}
 }
 
-// take spends one retry and returns its number (1 for the first), or 0 if none is left.
-func (b *retryBudget) take() int {
+// spent reports whether host failed maxFailures requests of the Copy already.
+func (b *retryBudget) spent(host string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.left == 0 {
-		return 0
+	return b.failures[host] >= maxFailures
+}
+
+// fail records a failed request to host and returns how many failed so far.
+func (b *retryBudget) fail(host string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failures == nil {
+		b.failures = map[string]int{}
 	}
-	b.left--
-	b.used++
-	return b.used
+	b.failures[host]++
+	return b.failures[host]
 }
 
 // deferTo records that the registry asked for a wait too long to spend in a worker.
@@ -80,6 +87,13 @@ func (b *retryBudget) retryAfter() time.Duration {
 	return b.after
 }
 
+// errBudgetSpent fails a request that is not sent, because its registry failed too often in this Copy.
+type errBudgetSpent struct{ host string }
+
+func (e *errBudgetSpent) Error() string {
+	return fmt.Sprintf("not asking %s again in this copy: %d of its requests failed already", e.host, maxFailures)
+}
+
 // retryTransport repeats failed requests within the budget of their Copy; see "Retries" in the package
 // documentation.
 type retryTransport struct{ next http.RoundTripper }
@@ -87,6 +101,12 @@ type retryTransport struct{ next http.RoundTripper }
 func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	budget := budgetOf(req.Context())
 	for {
+		if budget.spent(req.URL.Host) {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, &errBudgetSpent{host: req.URL.Host}
+		}
 		resp, err := t.next.RoundTrip(req)
 		wait, again := t.shouldRetry(req, resp, err, budget)
 		if !again {
@@ -109,10 +129,11 @@ func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// shouldRetry decides whether the answer to req is worth sending req again for, and after how long. A wait too
-// long to spend inline is recorded in the budget for the caller instead.
+// shouldRetry decides whether the answer to req is worth sending req again for, and after how long. Every
+// failure worth a retry counts against the budget, whether or not req can be sent again; a wait too long to
+// spend inline is recorded in the budget for the caller instead.
 func (t retryTransport) shouldRetry(req *http.Request, resp *http.Response, err error, budget *retryBudget) (time.Duration, bool) {
-	if req.Context().Err() != nil || !rewindable(req) {
+	if req.Context().Err() != nil {
 		return 0, false
 	}
 	var wait time.Duration
@@ -124,6 +145,7 @@ func (t retryTransport) shouldRetry(req *http.Request, resp *http.Response, err 
 	case retryStatusCodes[resp.StatusCode]:
 		if after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			if after > maxInlineWait {
+				budget.fail(req.URL.Host)
 				budget.deferTo(after)
 				return 0, false
 			}
@@ -132,8 +154,8 @@ func (t retryTransport) shouldRetry(req *http.Request, resp *http.Response, err 
 	default:
 		return 0, false
 	}
-	n := budget.take()
-	if n == 0 {
+	n := budget.fail(req.URL.Host)
+	if n >= maxFailures || !rewindable(req) {
 		return 0, false
 	}
 	if wait == 0 {

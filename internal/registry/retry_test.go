@@ -70,12 +70,31 @@ var _ = Describe("retrying failed requests", func() {
 	It("bounds the whole Copy, resolving included, by CopyTimeout", func(ctx SpecContext) {
 		_, err := upstream.PushImage("app:v1", testLayers, testLayerSize)
 		Expect(err).NotTo(HaveOccurred())
+		gate := registrytest.NewGate(registrytest.Manifests)
+		upstream.Use(gate.Middleware)
+		DeferCleanup(gate.Open)
 		upstream.ResetRequests()
 
-		_, err = registry.New(registry.Options{CopyTimeout: time.Nanosecond}).Copy(withLogger(ctx),
+		_, err = registry.New(registry.Options{CopyTimeout: time.Second}).Copy(withLogger(ctx),
 			registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})
 		Expect(err).To(MatchError(ContainSubstring("--copy-timeout")))
 		Expect(registry.ClassOf(err)).To(Equal(registry.Transient))
+		Expect(gate.Held()).To(BeClosed(), "the Copy gave up while the source was resolving the tag")
 		Expect(upstream.BlobRequests()).To(BeZero())
+		Expect(backup.Requests()).NotTo(ContainElement(HaveField("Method", http.MethodPut)))
+	}, SpecTimeout(30*time.Second))
+
+	It("stops asking a registry that failed 4 requests of a Copy, however many requests run at once", func(ctx SpecContext) {
+		_, err := upstream.PushImage("app:v1", 6, testLayerSize)
+		Expect(err).NotTo(HaveOccurred())
+		faults := &registrytest.Faults{}
+		upstream.Use(faults.Middleware)
+		faults.Set(registrytest.Fault{Name: "blobs unavailable", Match: registrytest.BlobGets, Status: http.StatusServiceUnavailable})
+
+		_, err = registry.New(registry.Options{LayerJobs: 1}).Copy(withLogger(ctx),
+			registry.CopyRequest{Source: mustRef(upstream.Host + "/app:v1"), Target: mustTag(backup.Host + "/app:v1")})
+		Expect(err).To(HaveOccurred())
+		Expect(registry.ClassOf(err)).To(Equal(registry.Transient), "class of %q", err)
+		Expect(faults.Hits()).To(Equal(4), "failed blob reads, one at a time")
 	})
 })

@@ -118,7 +118,8 @@ func (b *sourceBlob) open() (io.ReadCloser, error) {
 		if len(b.desc.URLs) > 0 && b.fallback != nil {
 			return b.fromFallback()
 		}
-		return nil, fmt.Errorf("reading blob %s: %w", b.desc.Digest, err)
+		// Classified here, as the source's answer: the push that reads the blob reports at the backup.
+		return nil, classify(fmt.Errorf("reading blob %s from the source: %w", b.desc.Digest, err))
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.desc.Size {
 		_ = resp.Body.Close()
