@@ -52,6 +52,9 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 		err = r.Client.Patch(ctx, target, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
 		if err == nil {
 			workloadsPatched.WithLabelValues(r.Kind.Name).Inc()
+			// The patch response is the workload as stored: the reconcile its generation triggers need not check
+			// again the copies this one just checked (see keptChecked).
+			r.ownPatches.Add(obj.GetUID(), target.GetGeneration())
 			for _, image := range changed {
 				log.Info("Pointed workload at backup", "image", image, "backup", rewrites[image])
 			}

@@ -52,6 +52,9 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 
 	spec := &r.Kind.PodTemplate(obj).Spec
 	results := r.mapImages(spec)
+	if r.keptChecked(obj) {
+		results = slices.DeleteFunc(results, func(res backupResult) bool { return res.keep })
+	}
 	creds := r.sourceCredentials(obj)
 	// Adding the backup pull secret hands the workload every copy it names; those it was not pointed at by
 	// this reconcile must prove that the workload's own credentials can read their sources.
@@ -134,6 +137,18 @@ func (r *Reconciler[T]) mapImages(spec *corev1.PodSpec) []backupResult {
 		results = append(results, backupResult{image: image, mapping: mapping, err: registry.Classify(registry.Invalid, err)})
 	}
 	return results
+}
+
+// keptChecked reports, once, whether obj is at the generation this process's own patch gave it: the reconcile
+// that patch triggers finds every image on a copy that was checked (or made) in the backup registry moments
+// before, so it does not ask the registry again. Every later reconcile, and every restart, checks them.
+func (r *Reconciler[T]) keptChecked(obj T) bool {
+	generation, ok := r.ownPatches.Get(obj.GetUID())
+	if !ok {
+		return false
+	}
+	r.ownPatches.Remove(obj.GetUID())
+	return generation == obj.GetGeneration()
 }
 
 // sourceCredentials returns the credentials that make the copier pull images as the workload's pods would. They

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -136,6 +137,9 @@ func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error 
 	}).SetupWithManager(mgr)
 }
 
+// ownPatchesSize bounds how many workloads the reconciler of one kind remembers its last patch of.
+const ownPatchesSize = 10000
+
 // Reconciler backs up the external images of one workload kind and points the pod template at the copies.
 type Reconciler[T client.Object] struct {
 	Client client.Client
@@ -151,11 +155,14 @@ type Reconciler[T client.Object] struct {
 	pullSecrets *pullCredentials
 	// backupSecret is set when the backup registry needs a pull secret.
 	backupSecret *backupPullSecret
+	// ownPatches maps workload UIDs to the generation this process's last patch gave them (see keptChecked).
+	ownPatches *lru.Cache
 }
 
 // SetupWithManager registers the reconciler as controller "image-clone-<kind>".
 func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 	r.ignored = map[string]bool{}
+	r.ownPatches = lru.New(ownPatchesSize)
 	for _, ns := range r.Options.IgnoredNamespaces {
 		r.ignored[ns] = true
 	}

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
@@ -59,5 +62,27 @@ func TestDecide(t *testing.T) {
 				t.Errorf("%d failures reported, want %d", len(p.failed), want)
 			}
 		})
+	}
+}
+
+// TestKeptChecked checks that only the reconcile triggered by the controller's own patch skips the check of
+// the copies, once, and only at the generation that patch wrote.
+func TestKeptChecked(t *testing.T) {
+	r := &Reconciler[*appsv1.Deployment]{ownPatches: lru.New(10)}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{UID: "u1", Generation: 2}}
+	if r.keptChecked(d) {
+		t.Fatal("a workload this process never patched is checked")
+	}
+	r.ownPatches.Add(d.UID, int64(2))
+	if !r.keptChecked(d) {
+		t.Fatal("the reconcile after the process's own patch need not check again")
+	}
+	if r.keptChecked(d) {
+		t.Fatal("a later reconcile at the same generation (an annotation changed, say) checks again")
+	}
+	r.ownPatches.Add(d.UID, int64(2))
+	d.Generation = 3
+	if r.keptChecked(d) {
+		t.Fatal("a generation written by someone else after the patch is checked")
 	}
 }
