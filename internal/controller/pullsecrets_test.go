@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -84,6 +85,33 @@ var _ = Describe("pull secrets", func() {
 				HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring("denied access"),
 				ContainSubstring("Pull secrets not used: missing (not found)"))))
 			Expect(templateImages(guesser)()).To(Equal([]string{image}))
+		})
+
+		It("hands a copy, through the backup pull secret, only to a workload whose credentials can read its source", func() {
+			ns := newNamespace(nil)
+			Expect(k8sClient.Create(ctx, dockerConfigSecret(ns, "regcred", private, "tenant", "tenant-pass"))).To(Succeed())
+			owner := newDeployment(ns, "owner", nil, []string{image})
+			owner.Spec.Template.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+			Expect(k8sClient.Create(ctx, owner)).To(Succeed())
+			Eventually(templateImages(owner)).Should(Equal([]string{backupOf(image)}))
+
+			By("refusing a workload of another tenant that names the copy itself")
+			other := newNamespace(nil)
+			stranger := newDeployment(other, "stranger", nil, []string{backupOf(image)})
+			Expect(k8sClient.Create(ctx, stranger)).To(Succeed())
+			Eventually(eventsOf(stranger)).Should(ContainElement(And(
+				HavePrefix("Warning "+controller.ReasonBackupFailed), ContainSubstring("denied access"))))
+			Expect(pullSecretsOf(stranger)()).To(BeEmpty(), "no backup pull secret for a copy it cannot prove access to")
+			Expect(stranger.Generation).To(BeEquivalentTo(1), "never patched")
+			secret := &corev1.Secret{}
+			Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: other, Name: backupPullSecret}, secret))).
+				To(BeTrue(), "the backup pull secret is not copied into the stranger's namespace")
+
+			By("adding it for a workload of the owner's namespace that names the copy and can read the source")
+			friend := newDeployment(ns, "friend", nil, []string{backupOf(image)})
+			friend.Spec.Template.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+			Expect(k8sClient.Create(ctx, friend)).To(Succeed())
+			Eventually(pullSecretsOf(friend)).Should(Equal([]string{"regcred", backupPullSecret}))
 		})
 
 		It("uses the pull secrets of the workload's ServiceAccount", func() {
