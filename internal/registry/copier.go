@@ -93,7 +93,7 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, er
 	if req.KeepExisting {
 		// A copy workloads already run from is kept as it is; the source is asked only if it is gone, or to
 		// prove the caller's access (ProveAccess).
-		backup := c.backupAnswer(ctx, s, dst)
+		backup := c.askBackup(ctx, s, dst)
 		if backup.err != nil {
 			return v1.Hash{}, "", atBackup(fmt.Errorf("checking backup %s: %w", dst, backup.err))
 		}
@@ -117,7 +117,7 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, er
 	// Nothing this process remembers skips the backup: the copy it verified may be gone (garbage collection,
 	// a lifecycle policy, lost storage). The source is asked at the same time, unless the tag cache answers.
 	if !req.KeepExisting {
-		go func() { held <- c.backupAnswer(ctx, s, dst) }()
+		go func() { held <- c.askBackup(ctx, s, dst) }()
 	}
 	digest, err := c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
 	backup := <-held
@@ -352,8 +352,8 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 	return image, nil
 }
 
-// backupAnswer asks the backup registry what dst resolves to, with one manifest HEAD.
-func (c *Copier) backupAnswer(ctx context.Context, s *session, dst name.Tag) backupAnswer {
+// askBackup asks the backup registry what dst resolves to, with one manifest HEAD.
+func (c *Copier) askBackup(ctx context.Context, s *session, dst name.Tag) backupAnswer {
 	desc, err := s.head(ctx, dst)
 	switch {
 	case isNotFound(err):
@@ -440,9 +440,9 @@ func (u *uploadCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return u.next.RoundTrip(req)
 }
 
-// ForgetVerified drops everything the Copier remembers — the tag cache, which backup repositories hold which
+// Forget drops everything the Copier remembers — the tag cache, which backup repositories hold which
 // blobs, failed verifications — so the next request finds out anew, as a freshly started process would.
-func (c *Copier) ForgetVerified() {
+func (c *Copier) Forget() {
 	c.tags.reset()
 	c.holders.reset()
 	c.unverified.Clear()

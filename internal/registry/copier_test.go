@@ -132,8 +132,8 @@ var _ = Describe("copying an image", func() {
 				Entry("with a freshly started copier", func(*registry.Copier) *registry.Copier {
 					return registry.New(registry.Options{})
 				}),
-				Entry("with the same copier after ForgetVerified", func(c *registry.Copier) *registry.Copier {
-					c.ForgetVerified()
+				Entry("with the same copier after Forget", func(c *registry.Copier) *registry.Copier {
+					c.Forget()
 					return c
 				}),
 			)

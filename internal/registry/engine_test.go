@@ -89,7 +89,7 @@ var _ = Describe("the copy engine", func() {
 		It("mounts nothing for a copier that has not verified the blobs itself", func(ctx SpecContext) {
 			base, app, _ := pushSharing(uniqueRepo("forgotten"))
 			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(base + ":v1"), Target: r.dst("backup/" + base + ":v1")})).Error().NotTo(HaveOccurred())
-			copier.ForgetVerified()
+			copier.Forget()
 			r.resetRequests()
 
 			Expect(copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(app + ":v1"), Target: r.dst("backup/" + app + ":v1")})).Error().NotTo(HaveOccurred())
