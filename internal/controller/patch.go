@@ -35,7 +35,7 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 		spec := &r.Kind.PodTemplate(current).Spec
 		ops, changed := imagePatch(r.Kind.TemplatePath, spec, rewrites)
 		// On a fresh read the secret is added only where pods will pull from the backup.
-		withSecret := addSecret && !r.backupSecret.references(spec) && (len(changed) > 0 || r.usesBackup(spec))
+		withSecret := addSecret && r.lacksBackupPullSecret(spec) && (len(changed) > 0 || r.usesBackup(spec))
 		if withSecret {
 			ops = append(ops, pullSecretPatch(r.Kind.TemplatePath, spec, r.backupSecret.name, current.GetResourceVersion())...)
 		}

@@ -58,8 +58,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	creds := r.sourceCredentials(obj)
 	// Adding the backup pull secret hands the workload every copy it names; those it was not pointed at by
 	// this reconcile must prove that the workload's own credentials can read their sources.
-	proveKept := r.backupSecret != nil && !r.backupSecret.references(spec)
-	r.backUp(ctx, results, creds.source, proveKept)
+	r.backUp(ctx, results, creds.source, r.lacksBackupPullSecret(spec))
 
 	plan := decide(results)
 	if len(plan.failed) > 0 {
@@ -268,7 +267,7 @@ func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.
 	// A workload that names a copy its own credentials could not prove access to gets no pull secret for the
 	// backup, and so nothing pointed at the backup either (its pods could not pull it); the Warning Event says
 	// why.
-	if r.backupSecret != nil && !r.backupSecret.references(spec) &&
+	if r.lacksBackupPullSecret(spec) &&
 		slices.ContainsFunc(results, func(res backupResult) bool { return res.keep && res.err != nil }) {
 		return nil
 	}
@@ -303,7 +302,12 @@ func (r *Reconciler[T]) provideBackupPullSecret(ctx context.Context, obj T, spec
 			eventNote("Cannot provide the backup pull secret in this namespace, so the workload is not pointed at (more of) its backups: "+err.Error()))
 		return false, err
 	}
-	return !r.backupSecret.references(spec), nil
+	return r.lacksBackupPullSecret(spec), nil
+}
+
+// lacksBackupPullSecret reports whether a backup pull secret is configured and spec does not list it yet.
+func (r *Reconciler[T]) lacksBackupPullSecret(spec *corev1.PodSpec) bool {
+	return r.backupSecret != nil && !r.backupSecret.references(spec)
 }
 
 // usesBackup reports whether any container of spec runs an image from the backup registry.
