@@ -26,6 +26,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 // defaultIgnoredNamespaces are left alone unless --ignore-namespaces says otherwise: the cluster's own
@@ -141,7 +142,7 @@ func run(ctx context.Context, f flags) error {
 	}
 
 	ownNamespace := os.Getenv("POD_NAMESPACE")
-	ignored := controller.IgnoredNamespaces(splitList(f.ignoreNamespaces), ownNamespace)
+	ignored := workload.IgnoredNamespaces(splitList(f.ignoreNamespaces), ownNamespace)
 	if f.backupPullSecret != "" {
 		if errs := validation.IsDNS1123Subdomain(f.backupPullSecret); len(errs) > 0 {
 			return fmt.Errorf("--backup-pull-secret %q is not a Secret name: %s", f.backupPullSecret, strings.Join(errs, "; "))

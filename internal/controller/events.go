@@ -12,8 +12,8 @@ import (
 func describeBackups(results []backupResult) string {
 	var parts []string
 	for _, res := range results {
-		if res.err == nil && !res.keep {
-			parts = append(parts, fmt.Sprintf("%s → %s (%s)", res.image, res.mapping.PodImage(), res.digest))
+		if res.err == nil && !res.Keep {
+			parts = append(parts, fmt.Sprintf("%s → %s (%s)", res.Name, res.Mapping.PodImage(), res.digest))
 		}
 	}
 	return eventNote("Backed up " + strings.Join(parts, "; "))
@@ -48,9 +48,9 @@ func describeFailures(failed []backupResult, unusedSecrets []string) string {
 // describeFailure tells the user which image failed, in plain words where possible, and the registry's error.
 func describeFailure(res backupResult) string {
 	if hint := registry.Explain(res.err); hint != "" {
-		return fmt.Sprintf("Cannot back up image %s: %s: %v", res.image, hint, res.err)
+		return fmt.Sprintf("Cannot back up image %s: %s: %v", res.Name, hint, res.err)
 	}
-	return fmt.Sprintf("Cannot back up image %s: %v", res.image, res.err)
+	return fmt.Sprintf("Cannot back up image %s: %v", res.Name, res.err)
 }
 
 // maxEventNote is the events.k8s.io/v1 limit of an Event's note.

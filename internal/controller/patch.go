@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 // patchAttempts bounds how often a patch that lost a race against another writer is retried on a fresh read
@@ -33,11 +34,11 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 	current := obj
 	for attempt := 1; ; attempt++ {
 		spec := &r.Kind.PodTemplate(current).Spec
-		ops, changed := imagePatch(r.Kind.TemplatePath, spec, rewrites)
+		ops, changed := workload.ImageOps(r.Kind.TemplatePath, spec, rewrites)
 		// On a fresh read the secret is added only where pods will pull from the backup.
-		withSecret := addSecret && r.lacksBackupPullSecret(spec) && (len(changed) > 0 || r.usesBackup(spec))
+		withSecret := addSecret && r.lacksBackupPullSecret(spec) && (len(changed) > 0 || r.policy.UsesBackup(spec))
 		if withSecret {
-			ops = append(ops, pullSecretPatch(r.Kind.TemplatePath, spec, r.backupSecret.name, current.GetResourceVersion())...)
+			ops = append(ops, workload.PullSecretOps(r.Kind.TemplatePath, spec, r.backupSecret.name, current.GetResourceVersion())...)
 		}
 		if len(ops) == 0 {
 			return false, nil // an earlier reconcile (or the user) already changed every image we would rewrite
@@ -46,7 +47,7 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 		if err != nil {
 			return false, fmt.Errorf("encoding the image patch: %w", err)
 		}
-		target := newObject[T]()
+		target := workload.NewObject[T]()
 		target.SetNamespace(obj.GetNamespace())
 		target.SetName(obj.GetName())
 		err = r.Client.Patch(ctx, target, client.RawPatch(types.JSONPatchType, body), client.FieldOwner(FieldOwner))
@@ -69,57 +70,9 @@ func (r *Reconciler[T]) patch(ctx context.Context, obj T, rewrites map[string]st
 			return false, fmt.Errorf("patching images: %w", err)
 		}
 		log.V(1).Info("Workload changed concurrently; patching a fresh read", "attempt", attempt, "error", err.Error())
-		current = newObject[T]()
+		current = workload.NewObject[T]()
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), current); err != nil {
 			return false, fmt.Errorf("re-reading workload after a failed patch: %w", err)
 		}
 	}
-}
-
-// jsonPatchOp is one operation of a JSON patch (RFC 6902).
-type jsonPatchOp struct {
-	Op    string `json:"op"`
-	Path  string `json:"path"`
-	Value any    `json:"value"`
-}
-
-// pullSecretPatch returns the JSON patch operations that add the pull secret secretName to spec (at
-// templatePath in the object). Appending to an existing list needs no guard; creating the list does, since
-// "add" would replace a list someone else created meanwhile, so it is guarded by the resourceVersion read.
-func pullSecretPatch(templatePath string, spec *corev1.PodSpec, secretName, resourceVersion string) []jsonPatchOp {
-	path := templatePath + "/spec/imagePullSecrets"
-	ref := map[string]string{"name": secretName}
-	if len(spec.ImagePullSecrets) > 0 {
-		return []jsonPatchOp{{Op: "add", Path: path + "/-", Value: ref}}
-	}
-	return []jsonPatchOp{
-		{Op: "test", Path: "/metadata/resourceVersion", Value: resourceVersion},
-		{Op: "add", Path: path, Value: []map[string]string{ref}},
-	}
-}
-
-// imagePatch returns the JSON patch operations that point every container of spec (at templatePath in the
-// object) whose image has a rewrite at its backup, and the images changed. Each replacement is preceded by
-// tests of the container's name and current image.
-func imagePatch(templatePath string, spec *corev1.PodSpec, rewrites map[string]string) ([]jsonPatchOp, []string) {
-	var ops []jsonPatchOp
-	var changed []string
-	for _, list := range []struct {
-		field      string
-		containers []corev1.Container
-	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}} {
-		for i, c := range list.containers {
-			backup, ok := rewrites[c.Image]
-			if !ok {
-				continue
-			}
-			path := fmt.Sprintf("%s/spec/%s/%d", templatePath, list.field, i)
-			ops = append(ops,
-				jsonPatchOp{Op: "test", Path: path + "/name", Value: c.Name},
-				jsonPatchOp{Op: "test", Path: path + "/image", Value: c.Image},
-				jsonPatchOp{Op: "replace", Path: path + "/image", Value: backup})
-			changed = append(changed, c.Image)
-		}
-	}
-	return ops, changed
 }

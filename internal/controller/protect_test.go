@@ -29,6 +29,7 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 // These specs run a manager of their own. The suite's backup registry is a real registry on 127.0.0.1, and no
@@ -139,7 +140,7 @@ var _ = Describe("finding the backup registry's Service", Ordered, ContinueOnFai
 		Expect(err).NotTo(HaveOccurred())
 		obj := newDeployment(expand(ns), "w", nil, []string{"app:1"})
 		obj.Spec.Template.Labels = podLabels
-		return controller.NewBackupServerForTest(b).Serves(ctx, c, obj, &obj.Spec.Template)
+		return workload.BackupService(ctx, c, b, obj, &obj.Spec.Template)
 	}
 
 	BeforeAll(func() {
@@ -183,7 +184,7 @@ var _ = Describe("finding the backup registry's Service", Ordered, ContinueOnFai
 		Expect(err).NotTo(HaveOccurred())
 		b, err := imageref.ParseBackup(vars["REGISTRY_IP"] + ":5001")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(controller.IndexBackupServices(ctx, informers, b)).To(Succeed())
+		Expect(workload.IndexBackupServices(ctx, informers, b)).To(Succeed())
 		cacheCtx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -339,7 +340,7 @@ func startSpecManager(backupHost, ownNamespace, id string) (imageref.Backup, *re
 	copier := &recordingCopier{}
 	Expect(controller.SetupWithManager(mgr, copier, controller.Options{
 		Backup:                  b,
-		IgnoredNamespaces:       controller.IgnoredNamespaces(nil, ownNamespace),
+		IgnoredNamespaces:       workload.IgnoredNamespaces(nil, ownNamespace),
 		MaxConcurrentReconciles: 1,
 		MaxConcurrentImages:     1,
 	})).To(Succeed())

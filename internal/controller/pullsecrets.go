@@ -2,12 +2,8 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
-	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
 // ManagedByLabel marks the backup pull secrets the controller created, which it keeps in step with their source;
@@ -29,98 +24,6 @@ const ManagedByLabel = "app.kubernetes.io/managed-by"
 
 // managedBy is the value of ManagedByLabel on the controller's Secrets.
 const managedBy = "image-clone-controller"
-
-// pullCredentials reads the pull secrets of workloads. Secrets are read one by one past the cache, so the
-// controller never holds every Secret of the cluster in memory and only needs to get them, not list them.
-type pullCredentials struct {
-	reader client.Reader
-}
-
-// sourceAuth returns the credentials the workload's pods pull with: the pull secrets of the pod template and of
-// its ServiceAccount, as the kubelet combines them and with its matching rules (internal/dockerconfig, the one
-// parser of Docker configs, also behind --registry-config). Secrets that do not exist, cannot be parsed, or that the
-// controller may not read (RBAC scoped to some namespaces) are left out, as the kubelet leaves out the ones it
-// cannot use: the copy then runs with less access, never with more. unused names those secrets and why, for
-// the user to read next to an access error.
-func (p *pullCredentials) sourceAuth(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
-	log := ctrl.LoggerFrom(ctx)
-	// The pod's own pull secrets come first, then its ServiceAccount's, as the kubelet orders them: where two
-	// secrets hold credentials for the same key, the first one wins.
-	var names []string
-	addNames := func(refs []corev1.LocalObjectReference) {
-		for _, ref := range refs {
-			if ref.Name != "" && !slices.Contains(names, ref.Name) {
-				names = append(names, ref.Name)
-			}
-		}
-	}
-	addNames(spec.ImagePullSecrets)
-	saName := spec.ServiceAccountName
-	if saName == "" {
-		saName = "default"
-	}
-	sa := &corev1.ServiceAccount{}
-	switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: saName}, sa); {
-	case err == nil:
-		addNames(sa.ImagePullSecrets)
-	case apierrors.IsNotFound(err):
-	case apierrors.IsForbidden(err):
-		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
-		unused = append(unused, "ServiceAccount "+saName+" (the controller may not read it)")
-	default:
-		return nil, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
-	}
-
-	var keyrings []*dockerconfig.Keyring
-	id := sha256.New()
-	for _, secretName := range names {
-		secret := corev1.Secret{}
-		switch err := p.reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: secretName}, &secret); {
-		case err == nil:
-		case apierrors.IsNotFound(err):
-			unused = append(unused, secretName+" (not found)")
-			continue
-		case apierrors.IsForbidden(err):
-			log.Info("Not allowed to read a pull secret; pulling without it", "secret", secretName, "error", err.Error())
-			unused = append(unused, secretName+" (the controller may not read it)")
-			continue
-		default:
-			return nil, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
-		}
-		keyring, err := dockerconfig.FromSecret(secret)
-		switch {
-		case errors.Is(err, dockerconfig.ErrNotPullSecret):
-			// Not a pull secret; the kubelet ignores it too.
-			unused = append(unused, fmt.Sprintf("%s (type %s, not a pull secret)", secretName, secret.Type))
-			continue
-		case err != nil:
-			log.Info("Ignoring a pull secret that is not a valid Docker config", "secret", secretName, "error", err.Error())
-			unused = append(unused, secretName+" (not a valid Docker config)")
-			continue
-		}
-		keyrings = append(keyrings, keyring)
-		// The ID changes with the content, so rotated credentials prove their access again.
-		key, _ := dockerConfigKey(secret)
-		fmt.Fprintf(id, "%d:%s:%d:", len(secret.Type), secret.Type, len(secret.Data[key]))
-		id.Write(secret.Data[key])
-	}
-	auth = &registry.Credentials{Keychain: dockerconfig.Merge(keyrings...)}
-	if len(keyrings) > 0 {
-		auth.ID = hex.EncodeToString(id.Sum(nil))
-	}
-	return auth, unused, nil
-}
-
-// dockerConfigKey returns the data key that holds the registry credentials of a pull secret.
-func dockerConfigKey(secret corev1.Secret) (string, bool) {
-	switch {
-	case secret.Type == corev1.SecretTypeDockerConfigJson && len(secret.Data[corev1.DockerConfigJsonKey]) > 0:
-		return corev1.DockerConfigJsonKey, true
-	case secret.Type == corev1.SecretTypeDockercfg && len(secret.Data[corev1.DockerConfigKey]) > 0:
-		return corev1.DockerConfigKey, true
-	}
-	return "", false
-}
 
 // backupPullSecret provides the pull secret of a private backup registry in the namespaces of the workloads
 // that are pointed at it, copied from the Secret of the same name in the controller's own namespace.
@@ -171,7 +74,7 @@ func (b *backupPullSecret) ensure(ctx context.Context, namespace string) error {
 		}
 		return fmt.Errorf("reading backup pull secret %s/%s: %w", b.source, b.name, err)
 	}
-	if _, ok := dockerConfigKey(*src); !ok {
+	if _, ok := dockerconfig.SecretKey(*src); !ok {
 		return fmt.Errorf("backup pull secret %s/%s is of type %q without credentials; want type %s", b.source, b.name, src.Type, corev1.SecretTypeDockerConfigJson)
 	}
 
@@ -214,9 +117,4 @@ func (b *backupPullSecret) ensure(ctx context.Context, namespace string) error {
 	ctrl.LoggerFrom(ctx).Info("Updated backup pull secret from its source", "secret", klog.KRef(namespace, b.name))
 	b.markChecked(namespace)
 	return nil
-}
-
-// references reports whether spec already lists the backup pull secret.
-func (b *backupPullSecret) references(spec *corev1.PodSpec) bool {
-	return slices.ContainsFunc(spec.ImagePullSecrets, func(ref corev1.LocalObjectReference) bool { return ref.Name == b.name })
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -11,13 +10,12 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 // maxRetryAfter caps how long a workload waits when a registry asks for a longer pause (Retry-After), so that a
@@ -43,7 +41,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	log := ctrl.LoggerFrom(ctx).WithValues("workload", klog.KObj(obj), "kind", r.Kind.Name)
 	ctx = ctrl.LoggerInto(ctx, log)
 
-	if reason, err := r.skipReason(ctx, obj); err != nil || reason != "" {
+	if reason, err := r.policy.SkipReason(ctx, obj, r.Kind.PodTemplate(obj)); err != nil || reason != "" {
 		if reason != "" {
 			log.V(1).Info("Skipping workload", "reason", reason)
 		}
@@ -53,7 +51,7 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	spec := &r.Kind.PodTemplate(obj).Spec
 	results := r.mapImages(spec)
 	if r.keptChecked(obj) {
-		results = slices.DeleteFunc(results, func(res backupResult) bool { return res.keep })
+		results = slices.DeleteFunc(results, func(res backupResult) bool { return res.Keep })
 	}
 	creds := r.sourceCredentials(obj)
 	// Adding the backup pull secret hands the workload every copy it names; those it was not pointed at by
@@ -78,62 +76,21 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	return plan.result, plan.err
 }
 
-// skipReason says why a workload is left alone, or "" if it is reconciled.
-func (r *Reconciler[T]) skipReason(ctx context.Context, obj T) (string, error) {
-	switch {
-	case obj.GetDeletionTimestamp() != nil:
-		return "being deleted", nil
-	case r.ignored[obj.GetNamespace()]:
-		return "namespace is ignored", nil
-	case obj.GetAnnotations()[IgnoreAnnotation] == "true":
-		return "workload has " + IgnoreAnnotation + "=true", nil
-	}
-	ns := &corev1.Namespace{}
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: obj.GetNamespace()}, ns); err != nil {
-		return "", fmt.Errorf("reading namespace %s for its %s annotation: %w", obj.GetNamespace(), IgnoreAnnotation, err)
-	}
-	if ns.Annotations[IgnoreAnnotation] == "true" {
-		return "namespace has " + IgnoreAnnotation + "=true", nil
-	}
-	// Last, because it may read Services.
-	service, err := newBackupServer(r.Options.Backup).serves(ctx, r.Client, obj, r.Kind.PodTemplate(obj))
-	if err != nil || service == "" {
-		return "", err
-	}
-	return "workload serves the backup registry (Service " + service + ")", nil
-}
-
 // backupResult is the outcome of backing up one image.
 type backupResult struct {
-	image   string
-	mapping imageref.Mapping
-	digest  v1.Hash
+	workload.Image
+	digest v1.Hash
 	// err is the copy's failure, a registry.Error whose class decides what happens next.
 	err error
-	// keep marks an image the workload already runs from the backup: its copy is only checked, and restored
-	// from the source if the backup lost it.
-	keep bool
 }
 
-// mapImages returns the distinct images of spec, each parsed once into its backup mapping: the external ones,
-// to copy and point at their copies (an image that cannot be mapped carries an Invalid error), and the copies
-// the controller already pointed spec at, to check they still exist (keep). Other images of the backup
-// registry are none of the controller's business.
+// mapImages returns the distinct images of spec (see workload.Policy.Images), each to back up; one that has
+// no backup name fails with its Invalid error.
 func (r *Reconciler[T]) mapImages(spec *corev1.PodSpec) []backupResult {
-	seen := map[string]bool{}
-	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
-		seen[c.Image] = true
-	}
-	results := make([]backupResult, 0, len(seen))
-	for _, image := range slices.Sorted(maps.Keys(seen)) {
-		if r.Options.Backup.Contains(image) {
-			if mapping, err := r.Options.Backup.Unmap(image); err == nil {
-				results = append(results, backupResult{image: image, mapping: mapping, keep: true})
-			}
-			continue
-		}
-		mapping, err := r.Options.Backup.Map(image)
-		results = append(results, backupResult{image: image, mapping: mapping, err: registry.Classify(registry.Invalid, err)})
+	images := r.policy.Images(spec)
+	results := make([]backupResult, len(images))
+	for i, img := range images {
+		results[i] = backupResult{Image: img, err: img.Err}
 	}
 	return results
 }
@@ -160,7 +117,7 @@ func (r *Reconciler[T]) sourceCredentials(obj T) *lazyCredentials {
 	l := &lazyCredentials{}
 	l.source = func(ctx context.Context) (*registry.Credentials, error) {
 		l.once.Do(func() {
-			l.creds, l.unusedSecrets, l.err = r.pullSecrets.sourceAuth(ctx, obj.GetNamespace(), &r.Kind.PodTemplate(obj).Spec)
+			l.creds, l.unusedSecrets, l.err = r.pullSecrets.Credentials(ctx, obj.GetNamespace(), &r.Kind.PodTemplate(obj).Spec)
 		})
 		return l.creds, l.err
 	}
@@ -194,8 +151,8 @@ func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, cred
 		wg.Go(func() {
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			m := results[i].mapping
-			keep := results[i].keep
+			m := results[i].Mapping
+			keep := results[i].Keep
 			results[i].digest, results[i].err = r.Copier.Copy(ctx, registry.CopyRequest{
 				Source: m.Source, Target: m.Target, Credentials: creds, KeepExisting: keep, ProveAccess: keep && proveKept})
 		})
@@ -228,7 +185,7 @@ func decide(results []backupResult) plan {
 		}
 		p.failed = append(p.failed, res)
 		class := registry.ClassOf(res.err)
-		byClass[class] = append(byClass[class], res.image)
+		byClass[class] = append(byClass[class], res.Name)
 		if class == registry.Transient {
 			wait = max(wait, registry.RetryAfterOf(res.err))
 		}
@@ -260,15 +217,15 @@ func decide(results []backupResult) plan {
 func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.PodSpec, results []backupResult) error {
 	rewrites := map[string]string{}
 	for _, res := range results {
-		if res.err == nil && !res.keep {
-			rewrites[res.image] = res.mapping.PodImage()
+		if res.err == nil && !res.Keep {
+			rewrites[res.Name] = res.Mapping.PodImage()
 		}
 	}
 	// A workload that names a copy its own credentials could not prove access to gets no pull secret for the
 	// backup, and so nothing pointed at the backup either (its pods could not pull it); the Warning Event says
 	// why.
 	if r.lacksBackupPullSecret(spec) &&
-		slices.ContainsFunc(results, func(res backupResult) bool { return res.keep && res.err != nil }) {
+		slices.ContainsFunc(results, func(res backupResult) bool { return res.Keep && res.err != nil }) {
 		return nil
 	}
 	addSecret, err := r.provideBackupPullSecret(ctx, obj, spec, len(rewrites) > 0)
@@ -293,7 +250,7 @@ func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.
 // the pod template still has to list it. The namespace's copy is checked once per BackupPullSecretRefresh, not
 // once per workload: workloads of a namespace are often reconciled together (a new namespace, a restart).
 func (r *Reconciler[T]) provideBackupPullSecret(ctx context.Context, obj T, spec *corev1.PodSpec, pointing bool) (bool, error) {
-	if r.backupSecret == nil || !pointing && !r.usesBackup(spec) {
+	if r.backupSecret == nil || !pointing && !r.policy.UsesBackup(spec) {
 		return false, nil
 	}
 	if err := r.backupSecret.refresh(ctx, obj.GetNamespace()); err != nil {
@@ -307,11 +264,5 @@ func (r *Reconciler[T]) provideBackupPullSecret(ctx context.Context, obj T, spec
 
 // lacksBackupPullSecret reports whether a backup pull secret is configured and spec does not list it yet.
 func (r *Reconciler[T]) lacksBackupPullSecret(spec *corev1.PodSpec) bool {
-	return r.backupSecret != nil && !r.backupSecret.references(spec)
-}
-
-// usesBackup reports whether any container of spec runs an image from the backup registry.
-func (r *Reconciler[T]) usesBackup(spec *corev1.PodSpec) bool {
-	return slices.ContainsFunc(slices.Concat(spec.InitContainers, spec.Containers),
-		func(c corev1.Container) bool { return r.Options.Backup.Contains(c.Image) })
+	return r.backupSecret != nil && !workload.ListsPullSecret(spec, r.backupSecret.name)
 }

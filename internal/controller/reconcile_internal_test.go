@@ -11,14 +11,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 // TestDecide checks the one place that turns the classes of failed copies into what a reconcile does next.
 func TestDecide(t *testing.T) {
 	fail := func(image string, c registry.Class, after time.Duration) backupResult {
-		return backupResult{image: image, err: &registry.Error{Class: c, RetryAfter: after, Err: errors.New(image + " failed")}}
+		return backupResult{Image: workload.Image{Name: image}, err: &registry.Error{Class: c, RetryAfter: after, Err: errors.New(image + " failed")}}
 	}
-	ok := backupResult{image: "ok"}
+	ok := backupResult{Image: workload.Image{Name: "ok"}}
 	for _, tc := range []struct {
 		name         string
 		results      []backupResult

@@ -6,7 +6,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"reflect"
 	"strings"
 	"time"
 
@@ -28,10 +27,8 @@ import (
 
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
-
-// IgnoreAnnotation opts a workload, or every workload of a namespace, out of backups when set to "true".
-const IgnoreAnnotation = "image-clone-controller.io/ignore"
 
 // FieldOwner identifies the controller's writes in managedFields and audit logs.
 const FieldOwner = "image-clone-controller"
@@ -54,35 +51,6 @@ const (
 // copy. *registry.Copier is the one used outside tests.
 type ImageCopier interface {
 	Copy(ctx context.Context, req registry.CopyRequest) (v1.Hash, error)
-}
-
-// Kind describes one workload kind to the generic reconciler; the pod template accessor is the only
-// kind-specific code.
-type Kind[T client.Object] struct {
-	// Name is the Kind as users see it, e.g. "Deployment"; it names the controller and labels metrics.
-	Name string
-	// PodTemplate returns the object's pod template, which the reconciler rewrites in place.
-	PodTemplate func(T) *corev1.PodTemplateSpec
-	// TemplatePath is the JSON pointer of the pod template in the object, e.g. "/spec/template".
-	TemplatePath string
-	// NewList returns an empty list of the kind, used to find the workloads of a namespace.
-	NewList func() client.ObjectList
-}
-
-// Deployments is the Kind of apps/v1 Deployments.
-var Deployments = Kind[*appsv1.Deployment]{
-	Name:         "Deployment",
-	PodTemplate:  func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template },
-	TemplatePath: "/spec/template",
-	NewList:      func() client.ObjectList { return &appsv1.DeploymentList{} },
-}
-
-// DaemonSets is the Kind of apps/v1 DaemonSets.
-var DaemonSets = Kind[*appsv1.DaemonSet]{
-	Name:         "DaemonSet",
-	PodTemplate:  func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template },
-	TemplatePath: "/spec/template",
-	NewList:      func() client.ObjectList { return &appsv1.DaemonSetList{} },
 }
 
 // Options configure the reconcilers; they are built from command-line flags.
@@ -121,19 +89,19 @@ type Options struct {
 // SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
 func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
 	rec := mgr.GetEventRecorder("image-clone-controller")
-	if err := indexBackupServices(context.Background(), mgr.GetFieldIndexer(), opts.Backup); err != nil {
+	if err := workload.IndexBackupServices(context.Background(), mgr.GetFieldIndexer(), opts.Backup); err != nil {
 		return err
 	}
 	if opts.BackupPullSecret != "" && opts.OwnNamespace == "" {
 		return errors.New("a backup pull secret needs the controller's namespace (POD_NAMESPACE), which holds its source")
 	}
 	if err := (&Reconciler[*appsv1.Deployment]{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: Deployments,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: workload.Deployments,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return (&Reconciler[*appsv1.DaemonSet]{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: DaemonSets,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: workload.DaemonSets,
 	}).SetupWithManager(mgr)
 }
 
@@ -148,11 +116,11 @@ type Reconciler[T client.Object] struct {
 	Recorder  recorder.EventRecorder
 	Copier    ImageCopier
 	Options   Options
-	Kind      Kind[T]
+	Kind      workload.Kind[T]
 
-	ignored map[string]bool
+	policy *workload.Policy
 	// pullSecrets is set when sources are pulled with the workload's pull secrets.
-	pullSecrets *pullCredentials
+	pullSecrets *workload.PullSecrets
 	// backupSecret is set when the backup registry needs a pull secret.
 	backupSecret *backupPullSecret
 	// ownPatches maps workload UIDs to the generation this process's last patch gave them (see keptChecked).
@@ -161,13 +129,10 @@ type Reconciler[T client.Object] struct {
 
 // SetupWithManager registers the reconciler as controller "image-clone-<kind>".
 func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
-	r.ignored = map[string]bool{}
+	r.policy = workload.NewPolicy(r.Options.Backup, r.Options.IgnoredNamespaces, r.Client)
 	r.ownPatches = lru.New(ownPatchesSize)
-	for _, ns := range r.Options.IgnoredNamespaces {
-		r.ignored[ns] = true
-	}
 	if r.Options.WorkloadPullSecrets {
-		r.pullSecrets = &pullCredentials{reader: r.APIReader}
+		r.pullSecrets = &workload.PullSecrets{Reader: r.APIReader}
 	}
 	if r.Options.BackupPullSecret != "" {
 		every := r.Options.BackupPullSecretRefresh
@@ -178,12 +143,12 @@ func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 			source: r.Options.OwnNamespace, every: every}
 	}
 	// Filtering at the watch keeps ignored namespaces out of the work queue altogether.
-	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetNamespace()] })
-	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.ignored[o.GetName()] })
+	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.policy.Ignores(o.GetNamespace()) })
+	namespaceInScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return !r.policy.Ignores(o.GetName()) })
 
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("image-clone-"+strings.ToLower(r.Kind.Name)).
-		For(newObject[T](), builder.WithPredicates(inScope,
+		For(workload.NewObject[T](), builder.WithPredicates(inScope,
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		// Opting a namespace back in (removing the annotation) must reconcile its workloads.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.workloadsInNamespace),
@@ -209,9 +174,4 @@ func (r *Reconciler[T]) workloadsInNamespace(ctx context.Context, ns client.Obje
 		return nil
 	})
 	return requests
-}
-
-// newObject returns an empty object of the kind, e.g. &appsv1.Deployment{} for T = *appsv1.Deployment.
-func newObject[T client.Object]() T {
-	return reflect.New(reflect.TypeFor[T]().Elem()).Interface().(T)
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 var _ = Describe("backing up workload images", func() {
@@ -111,13 +112,13 @@ var _ = Describe("backing up workload images", func() {
 			inIgnoredNS := newDeployment(ignoredNamespace, unique("app"), nil, []string{image})
 			Expect(k8sClient.Create(ctx, inIgnoredNS)).To(Succeed())
 
-			optedOutNS := newNamespace(map[string]string{controller.IgnoreAnnotation: "true"})
+			optedOutNS := newNamespace(map[string]string{workload.IgnoreAnnotation: "true"})
 			inOptedOutNS := newDeployment(optedOutNS, "app", nil, []string{image})
 			Expect(k8sClient.Create(ctx, inOptedOutNS)).To(Succeed())
 
 			ns := newNamespace(nil)
 			optedOut := newDeployment(ns, "opted-out", nil, []string{image})
-			optedOut.Annotations = map[string]string{controller.IgnoreAnnotation: "true"}
+			optedOut.Annotations = map[string]string{workload.IgnoreAnnotation: "true"}
 			Expect(k8sClient.Create(ctx, optedOut)).To(Succeed())
 			sentinel := newDeployment(ns, "sentinel", nil, []string{image})
 			Expect(k8sClient.Create(ctx, sentinel)).To(Succeed())
@@ -131,7 +132,7 @@ var _ = Describe("backing up workload images", func() {
 			By("backing up a namespace's workloads once its opt-out annotation is removed")
 			optedOutNamespace := &corev1.Namespace{}
 			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: optedOutNS}, optedOutNamespace)).To(Succeed())
-			delete(optedOutNamespace.Annotations, controller.IgnoreAnnotation)
+			delete(optedOutNamespace.Annotations, workload.IgnoreAnnotation)
 			Expect(k8sClient.Update(ctx, optedOutNamespace)).To(Succeed())
 			Eventually(templateImages(inOptedOutNS)).Should(Equal([]string{backupOf(image)}))
 		})

@@ -1,4 +1,4 @@
-package controller
+package workload
 
 import (
 	"context"
@@ -26,9 +26,9 @@ import (
 // alwaysIgnoredNamespaces are left alone whatever --ignore-namespaces says.
 var alwaysIgnoredNamespaces = []string{"kube-system"}
 
-// IgnoredNamespaces returns the namespaces that are never reconciled: kube-system, the --ignore-namespaces
-// values, and the controller's own namespace (ownNamespace, "" if unknown), each once. The flag adds to the
-// list but cannot shorten it, so that the controller's own Deployment keeps its original images.
+// IgnoredNamespaces returns the namespaces that are never reconciled nor rewritten at admission: kube-system,
+// the --ignore-namespaces values, and the controller's own namespace (ownNamespace, "" if unknown), each once.
+// The flag adds to the list but cannot shorten it, so that the controller's own Deployment keeps its original images.
 func IgnoredNamespaces(flagValue []string, ownNamespace string) []string {
 	var ignored []string
 	for _, ns := range slices.Concat(alwaysIgnoredNamespaces, flagValue, []string{ownNamespace}) {
@@ -81,13 +81,18 @@ func newBackupServer(backup imageref.Backup) backupServer {
 	return backupServer{service: types.NamespacedName{Namespace: namespace, Name: name}}
 }
 
-// serves returns "namespace/name" of the backup registry's Service if that Service selects the pods of obj,
-// whose pod template is template, and "" otherwise. It reads Services through c, the manager's cache; for a
-// cluster IP host that cache needs the clusterIPField index (see indexBackupServices).
+// BackupService returns "namespace/name" of the backup registry's Service if that Service selects the pods of
+// obj, whose pod template is template, and "" otherwise. It reads Services through c, the manager's cache; for
+// a cluster IP host that cache needs the index of IndexBackupServices.
+func BackupService(ctx context.Context, c client.Reader, backup imageref.Backup, obj client.Object, template *corev1.PodTemplateSpec) (string, error) {
+	return newBackupServer(backup).serves(ctx, c, obj, template)
+}
+
+// serves is BackupService for the host s was read from.
 //
 // A Service without selector (EndpointSlices managed by hand) or of type ExternalName (a DNS alias of a name
 // outside the cluster) selects no workload, so nothing is protected through it. The check runs at reconcile
-// time: a workload that was rewritten before its Service existed or selected it is not changed back.
+// (and admission) time: a workload that was rewritten before its Service existed or selected it is not changed back.
 func (s backupServer) serves(ctx context.Context, c client.Reader, obj client.Object, template *corev1.PodTemplateSpec) (string, error) {
 	var candidates []corev1.Service
 	switch {
@@ -129,10 +134,11 @@ func selects(svc *corev1.Service, template *corev1.PodTemplateSpec) bool {
 	return labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(template.Labels))
 }
 
-// indexBackupServices registers the clusterIPField index when the backup registry is addressed by a cluster
-// IP. Registering an index makes the cache hold every Service of the cluster, so it is left out for other
-// hosts; it is registered once per manager because both workload kinds share the manager's cache.
-func indexBackupServices(ctx context.Context, indexer client.FieldIndexer, backup imageref.Backup) error {
+// IndexBackupServices registers the index that BackupService needs on the manager's cache when the backup
+// registry is addressed by a cluster IP. Registering an index makes the cache hold every Service of the cluster,
+// so it is left out for other hosts; it is registered once per manager because every workload kind, and the
+// admission webhook, share the manager's cache.
+func IndexBackupServices(ctx context.Context, indexer client.FieldIndexer, backup imageref.Backup) error {
 	if newBackupServer(backup).clusterIP == "" {
 		return nil
 	}
