@@ -70,7 +70,7 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
 	defer cancel()
 	ctx, _ = withRetryBudget(ctx)
-	digest, result, err := c.copy(ctx, req)
+	digest, result, err := c.copy(ctx, req, true)
 	if err != nil {
 		result = resultFailed
 	}
@@ -78,8 +78,25 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	return digest, finish(ctx, err)
 }
 
-// copy does the work of Copy and says which copies_total result it had.
-func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, error) {
+// ErrNotBackedUp is wrapped by the error of Lookup for an image that the backup registry does not hold complete
+// (at the digest its source has now, unless KeepExisting).
+var ErrNotBackedUp = errors.New("the backup registry holds no verified copy")
+
+// Lookup returns what Copy would, without copying or restoring anything: the digest of req.Target when the
+// backup registry holds a complete copy of req.Source — at the digest the source has now, or, with
+// KeepExisting, whatever copy is there — and an error wrapping ErrNotBackedUp when it does not. It asks the
+// registries as Copy does (one manifest HEAD at the backup, one at the source unless the tag cache answers)
+// and proves req.Credentials' access the same way, but it does not wait for a transfer under way, so ctx alone
+// bounds it: it serves callers with a small time budget, such as the admission webhook.
+func (c *Copier) Lookup(ctx context.Context, req CopyRequest) (v1.Hash, error) {
+	ctx, _ = withRetryBudget(ctx)
+	digest, _, err := c.copy(ctx, req, false)
+	return digest, finish(ctx, err)
+}
+
+// copy does the work of Copy, or of Lookup when copying is not allowed, and says which copies_total result it
+// had.
+func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Hash, string, error) {
 	pull, err := c.pullReference(req.Source)
 	if err != nil {
 		return v1.Hash{}, "", withClass(Invalid, err)
@@ -105,6 +122,9 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, er
 				return v1.Hash{}, "", err
 			}
 			return backup.digest, resultPresent, nil
+		}
+		if !copying {
+			return v1.Hash{}, "", withClass(Transient, fmt.Errorf("%s: %w", dst, ErrNotBackedUp))
 		}
 		held <- backup
 	}
@@ -137,6 +157,9 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest) (v1.Hash, string, er
 	if backup.digest == digest && !c.failedVerification(key) {
 		logr.FromContextOrDiscard(ctx).V(1).Info("Backup already holds the image", "image", req.Source.String(), "backup", dst.String(), "digest", digest.String())
 		return digest, resultPresent, nil
+	}
+	if !copying {
+		return v1.Hash{}, "", withClass(Transient, fmt.Errorf("%s at %s: %w", dst, digest, ErrNotBackedUp))
 	}
 
 	// The copy runs detached from the caller so that a cancelled reconcile does not abort a transfer that
