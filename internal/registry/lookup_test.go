@@ -37,7 +37,7 @@ var _ = Describe("looking a copy up without copying", func() {
 				And(HaveField("Method", http.MethodGet), HaveField("Path", "/v2/")))),
 				"manifest HEADs at the backup and no write: %v", r.backup.Requests())
 			Expect(r.upstream.BlobRequests()).To(BeZero())
-			Expect(before.added("copied") + before.added("present") + before.added("failed")).To(BeZero(), "a lookup is not a copy")
+			Expect(before.added("copied")+before.added("present")+before.added("failed")).To(BeZero(), "a lookup is not a copy")
 		})
 
 		It("finds a copy at the digest the source has now, with one request per registry (none at the source from the tag cache)", func(ctx SpecContext) {
