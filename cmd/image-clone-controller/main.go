@@ -1,9 +1,11 @@
 // Command image-clone-controller copies the external images of Deployments and DaemonSets into a backup
-// registry and points the workloads at the copies. This file only turns flags into a running manager.
+// registry and points the workloads at the copies, from its reconcilers and its admission webhook. This file
+// only turns flags into a running manager.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,7 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/image-clone-controller/image-clone-controller/internal/admission"
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
@@ -50,6 +54,21 @@ type flags struct {
 	metricsAddr             string
 	probeAddr               string
 	pprofAddr               string
+	webhook                 webhookFlags
+}
+
+// webhookFlags configure the mutating admission webhook.
+type webhookFlags struct {
+	enabled       bool
+	host          string
+	port          int
+	certDir       string
+	certRotation  bool
+	secret        string
+	service       string
+	certNames     repeated
+	configuration string
+	budget        time.Duration
 }
 
 // repeated collects the values of a flag given several times (or comma-separated).
@@ -96,6 +115,24 @@ func main() {
 	flag.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 disables them.")
 	flag.StringVar(&f.pprofAddr, "pprof-bind-address", "0",
 		"Address of Go's /debug/pprof profiling endpoints (e.g. 127.0.0.1:8082, for investigations); 0 disables them.")
+	flag.BoolVar(&f.webhook.enabled, "webhook", true,
+		"Serve the mutating admission webhook, which points new and re-applied workloads at copies that exist already, so they roll out once. false leaves every rewrite to the reconciler (drop config/components/webhook too).")
+	flag.StringVar(&f.webhook.host, "webhook-host", "", "Address the webhook listens on; empty for every interface.")
+	flag.IntVar(&f.webhook.port, "webhook-port", 9443, "Port of the webhook (HTTPS).")
+	flag.StringVar(&f.webhook.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs",
+		"Directory of the webhook's tls.crt and tls.key: written by the controller with --webhook-cert-rotation, read from there without it (e.g. a mounted cert-manager Secret).")
+	flag.BoolVar(&f.webhook.certRotation, "webhook-cert-rotation", true,
+		"Generate and renew the webhook's serving certificate and CA in --webhook-secret and inject the CA into --webhook-configuration. false when cert-manager (or another tool) provides both.")
+	flag.StringVar(&f.webhook.secret, "webhook-secret", "image-clone-controller-webhook-cert",
+		"Secret in the controller's namespace (POD_NAMESPACE) that holds the webhook's CA and serving certificate; created if missing.")
+	flag.StringVar(&f.webhook.service, "webhook-service", "image-clone-controller-webhook",
+		"Service of the webhook: the serving certificate names SERVICE.NAMESPACE.svc.")
+	flag.Var(&f.webhook.certNames, "webhook-cert-names",
+		"More DNS names for the webhook's serving certificate, e.g. localhost for a controller run outside the cluster. Repeatable.")
+	flag.StringVar(&f.webhook.configuration, "webhook-configuration", "image-clone-controller",
+		"MutatingWebhookConfiguration of the webhook: the controller injects its CA and keeps its namespaceSelector leaving the ignored namespaces out.")
+	flag.DurationVar(&f.webhook.budget, "webhook-budget", admission.DefaultBudget,
+		"Network time one admission request may spend asking registries whether copies exist; past it the workload is admitted unchanged and the reconciler backs it up.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -152,6 +189,20 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 
+	if f.webhook.enabled && (f.webhook.port <= 0 || f.webhook.port > 65535) {
+		return fmt.Errorf("--webhook-port %d is not a port", f.webhook.port)
+	}
+	if f.webhook.enabled && f.webhook.budget <= 0 {
+		return fmt.Errorf("--webhook-budget %s must be positive", f.webhook.budget)
+	}
+	serving := admission.NewServingCertificate(f.webhook.certDir)
+	webhookOpts := webhook.Options{Host: f.webhook.host, Port: f.webhook.port, CertDir: f.webhook.certDir}
+	if f.webhook.certRotation {
+		webhookOpts.TLSOpts = []func(*tls.Config){serving.Configure}
+	} else {
+		webhookOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	}
+
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress: f.probeAddr,
@@ -162,12 +213,14 @@ func run(ctx context.Context, f flags) error {
 		LeaderElectionNamespace:       ownNamespace,
 		LeaderElectionReleaseOnCancel: true, // safe: the process exits as soon as the manager stops
 		// Workloads are cached cluster-wide: keep only what the reconcilers read.
-		Cache: cache.Options{DefaultTransform: controller.TrimForCache()},
+		Cache:         cache.Options{DefaultTransform: controller.TrimForCache()},
+		WebhookServer: webhook.NewServer(webhookOpts),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controller.SetupWithManager(mgr, registry.New(copierOpts), controller.Options{
+	copier := registry.New(copierOpts)
+	if err := controller.SetupWithManager(mgr, copier, controller.Options{
 		Backup:                  backup,
 		IgnoredNamespaces:       ignored,
 		MaxConcurrentReconciles: f.maxConcurrentReconciles,
@@ -177,6 +230,11 @@ func run(ctx context.Context, f flags) error {
 		OwnNamespace:            ownNamespace,
 	}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
+	}
+	if f.webhook.enabled {
+		if err := setupWebhook(mgr, copier, serving, f, backup, ignored, ownNamespace); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -193,8 +251,41 @@ func run(ctx context.Context, f flags) error {
 	}
 
 	ctrl.Log.WithName("setup").Info("Starting manager", "backup", backup.String(), "ignoredNamespaces", ignored,
-		"sourceMirrors", f.sourceMirrors.String())
+		"sourceMirrors", f.sourceMirrors.String(), "webhook", f.webhook.enabled)
 	return mgr.Start(ctx)
+}
+
+// setupWebhook registers the admission webhook, its certificate rotation (unless something else provides the
+// certificate) and its readiness check.
+func setupWebhook(mgr ctrl.Manager, copier *registry.Copier, serving *admission.ServingCertificate, f flags,
+	backup imageref.Backup, ignored []string, ownNamespace string) error {
+	if err := admission.SetupWithManager(mgr, copier, admission.Options{
+		Backup:              backup,
+		IgnoredNamespaces:   ignored,
+		WorkloadPullSecrets: f.workloadPullSecrets,
+		BackupPullSecret:    f.backupPullSecret,
+		Budget:              f.webhook.budget,
+	}); err != nil {
+		return fmt.Errorf("setting up the admission webhook: %w", err)
+	}
+	var ready <-chan struct{}
+	if f.webhook.certRotation {
+		var err error
+		if ready, err = admission.RotateCertificates(mgr, serving, admission.CertOptions{
+			Namespace:     ownNamespace,
+			Secret:        f.webhook.secret,
+			Service:       f.webhook.service,
+			ExtraNames:    f.webhook.certNames,
+			Dir:           f.webhook.certDir,
+			Configuration: f.webhook.configuration,
+		}); err != nil {
+			return err
+		}
+	}
+	if err := admission.KeepNamespaceSelector(mgr, f.webhook.configuration, ignored); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("webhook", admission.ReadyCheck(ready, mgr.GetWebhookServer().StartedChecker()))
 }
 
 // registryKeychain reads the credentials of the backup registry and mirrors from the Docker config at path, or,

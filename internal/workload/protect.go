@@ -163,3 +163,10 @@ func serviceClusterIPs(obj client.Object) []string {
 	}
 	return ips
 }
+
+// ReadsServices reports whether BackupService reads Services for backup: only a backup registry addressed by a
+// Service's DNS name or a cluster IP can be served from inside the cluster.
+func ReadsServices(backup imageref.Backup) bool {
+	s := newBackupServer(backup)
+	return s.service.Name != "" || s.clusterIP != ""
+}
