@@ -1,0 +1,159 @@
+package admission_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/image-clone-controller/image-clone-controller/internal/admission"
+	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/managertest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/testbin"
+)
+
+// The suite runs the reconciler and the webhook in one manager, as the controller does, against envtest's API
+// server, which calls the webhook as a cluster's would.
+const (
+	// suiteWebhook is the MutatingWebhookConfiguration that envtest installs for the suite's manager.
+	suiteWebhook = "image-clone-controller"
+	// ignoredNamespace is on the suite's ignore list, as if --ignore-namespaces named it.
+	ignoredNamespace = "ignored-by-flag"
+	// ownWebhookLabel marks the namespaces of specs that run a webhook of their own (see startOwnWebhook); the
+	// suite's webhook leaves them out.
+	ownWebhookLabel = "webhook-test"
+)
+
+var (
+	restConfig *rest.Config
+	k8sClient  client.Client
+	upstream   *registrytest.Registry // stands in for Docker Hub through --source-mirror
+	backupReg  *registrytest.Registry
+	backup     imageref.Backup
+	copier     *registry.Copier
+	// finder is the webhook's view of the copier, which specs can make fail or slow.
+	finder *faultyFinder
+)
+
+func TestAdmission(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Admission Suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	SetDefaultEventuallyTimeout(60 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+
+	testEnv := &envtest.Environment{
+		BinaryAssetsDirectory: testbin.EnvtestAssets(),
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{webhookConfiguration(suiteWebhook,
+				&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"}},
+					{Key: ownWebhookLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+				}})},
+		},
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred(), "starting kube-apiserver and etcd; run `make test`, which installs them")
+	DeferCleanup(testEnv.Stop)
+	restConfig = cfg
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	upstream = registrytest.NewInProcess()
+	DeferCleanup(upstream.Close)
+	backupReg = registrytest.NewInProcess()
+	DeferCleanup(backupReg.Close)
+	backup, err = imageref.ParseBackup(backupReg.Host + "/backup")
+	Expect(err).NotTo(HaveOccurred())
+	copier = registry.New(registry.Options{
+		Mirrors:     map[string]registry.Mirror{"index.docker.io": {Registry: upstream.Host}},
+		TagCacheTTL: time.Minute,
+	})
+	finder = &faultyFinder{next: copier}
+
+	install := testEnv.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: install.LocalServingHost, Port: install.LocalServingPort, CertDir: install.LocalServingCertDir,
+		}),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	ignored := []string{"kube-system", ignoredNamespace}
+	Expect(controller.SetupWithManager(mgr, copier, controller.Options{
+		Backup: backup, IgnoredNamespaces: ignored, MaxConcurrentReconciles: 2, MaxConcurrentImages: 4, WorkloadPullSecrets: true,
+	})).To(Succeed())
+	Expect(admission.SetupWithManager(mgr, finder, admission.Options{
+		Backup: backup, IgnoredNamespaces: ignored, WorkloadPullSecrets: true, Budget: time.Second,
+	})).To(Succeed())
+	stop := managertest.Start(mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+	waitForWebhook(net.JoinHostPort(install.LocalServingHost, strconv.Itoa(install.LocalServingPort)))
+})
+
+// webhookConfiguration is the shipped configuration (config/components/webhook) for a webhook served at the
+// Service path; envtest turns the Service into its local URL and CA.
+func webhookConfiguration(name string, namespaces *metav1.LabelSelector) *admissionregistrationv1.MutatingWebhookConfiguration {
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "workloads.image-clone-controller.io",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
+				Namespace: "image-clone-system", Name: "image-clone-controller-webhook", Path: ptr.To(admission.Path),
+			}},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments", "daemonsets"},
+					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+				},
+			}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			TimeoutSeconds:          ptr.To[int32](5),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
+			NamespaceSelector:       namespaces,
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+}
+
+// waitForWebhook waits until the webhook server accepts TLS connections at addr.
+func waitForWebhook(addr string) {
+	GinkgoHelper()
+	Eventually(func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}).Should(Succeed())
+}
+
+// contextTODO is the context of helpers that run outside a spec's own.
+var contextTODO = context.Background()
