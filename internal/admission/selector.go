@@ -17,7 +17,7 @@ import (
 )
 
 // KeepNamespaceSelector makes the webhooks of the MutatingWebhookConfiguration configuration leave the ignored
-// namespaces out, once the replica leads: the API server then never calls the webhook for kube-system, the
+// namespaces out, from every replica at its start (the update is idempotent): the API server then never calls the webhook for kube-system, the
 // controller's own namespace or a namespace --ignore-namespaces names, even if the shipped configuration
 // predates a change of that flag. Other terms of the selector are kept; namespaces are only ever added.
 func KeepNamespaceSelector(mgr ctrl.Manager, configuration string, ignored []string) error {
@@ -89,6 +89,9 @@ func excludeNamespaces(hook *admissionregistrationv1.MutatingWebhook, ignored []
 	}
 	return changed
 }
+
+// NeedLeaderElection is false: a replica that never leads still serves the webhook, with its own flags.
+func (k *selectorKeeper) NeedLeaderElection() bool { return false }
 
 // String names the runnable in the manager's logs.
 func (k *selectorKeeper) String() string {

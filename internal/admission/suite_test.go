@@ -147,7 +147,7 @@ func webhookConfiguration(name string, namespaces *metav1.LabelSelector) *admiss
 func waitForWebhook(addr string) {
 	GinkgoHelper()
 	Eventually(func() error {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(contextTODO, "tcp", addr)
 		if err != nil {
 			return err
 		}

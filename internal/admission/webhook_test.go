@@ -51,8 +51,10 @@ var _ = Describe("rewriting workloads at admission", func() {
 		Expect(d.Generation).To(Equal(int64(1)))
 		Expect(admissions("Deployment", "rewritten")()).To(Equal(rewritten + 1))
 
+		rewrittenDaemonSets := admissions("DaemonSet", "rewritten")()
 		ds := newDaemonSet(ns, "agent", nil, []string{app})
 		Expect(k8sClient.Create(ctx, ds)).To(Succeed())
+		Expect(admissions("DaemonSet", "rewritten")()).To(Equal(rewrittenDaemonSets + 1))
 		Expect(workloadtest.ContainerImages(ds.Spec.Template.Spec)).To(Equal([]string{backupOf(app)}))
 
 		By("leaving the reconciler nothing to patch")

@@ -69,7 +69,7 @@ func New(opts Options) *Copier {
 func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.CopyTimeout)
 	defer cancel()
-	ctx, _ = withRetryBudget(ctx)
+	ctx = withRetryBudget(ctx)
 	digest, result, err := c.copy(ctx, req, true)
 	if err != nil {
 		result = resultFailed
@@ -89,7 +89,7 @@ var ErrNotBackedUp = errors.New("the backup registry holds no verified copy")
 // and proves req.Credentials' access the same way, but it does not wait for a transfer under way, so ctx alone
 // bounds it: it serves callers with a small time budget, such as the admission webhook.
 func (c *Copier) Lookup(ctx context.Context, req CopyRequest) (v1.Hash, error) {
-	ctx, _ = withRetryBudget(ctx)
+	ctx = withRetryBudget(ctx)
 	digest, _, err := c.copy(ctx, req, false)
 	return digest, finish(ctx, err)
 }

@@ -90,7 +90,7 @@ var _ = Describe("looking a copy up without copying", func() {
 			req := registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1"), KeepExisting: true}
 			_, err := copier.Copy(ctx, req)
 			Expect(err).NotTo(HaveOccurred())
-			r.backup.LoseRepository("backup/"+repo, "v1")
+			Expect(r.backup.LoseRepository("backup/"+repo, "v1")).To(Succeed())
 			r.resetRequests()
 
 			_, err = copier.Lookup(ctx, req)

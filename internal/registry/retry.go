@@ -42,9 +42,8 @@ type retryBudget struct {
 type budgetKey struct{}
 
 // withRetryBudget returns ctx carrying a fresh budget.
-func withRetryBudget(ctx context.Context) (context.Context, *retryBudget) {
-	b := &retryBudget{}
-	return context.WithValue(ctx, budgetKey{}, b), b
+func withRetryBudget(ctx context.Context) context.Context {
+	return context.WithValue(ctx, budgetKey{}, &retryBudget{})
 }
 
 // budgetOf returns the budget that ctx carries; requests made outside a Copy get one of their own.
