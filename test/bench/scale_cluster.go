@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
@@ -33,6 +34,7 @@ type localCluster struct {
 	pprofPort  int
 	profileDir string
 	client     kubernetes.Interface
+	restConfig *rest.Config
 	http       *http.Client
 }
 
@@ -40,7 +42,7 @@ type localCluster struct {
 var portVars = []string{
 	"LOCAL_APISERVER_PORT", "LOCAL_ETCD_PORT", "LOCAL_ETCD_PEER_PORT",
 	"LOCAL_BACKUP_REGISTRY_PORT", "LOCAL_UPSTREAM_REGISTRY_PORT", "LOCAL_BACKUP_REGISTRY_DEBUG_PORT",
-	"LOCAL_METRICS_PORT", "LOCAL_PROBE_PORT",
+	"LOCAL_METRICS_PORT", "LOCAL_PROBE_PORT", "LOCAL_WEBHOOK_PORT",
 }
 
 // clusterOptions configure startLocalCluster.
@@ -97,6 +99,8 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 		"LOCAL_SEED=false",
 		"LOCAL_NODES="+strconv.Itoa(opts.nodes),
 		"LOCAL_CONTROLLER_ARGS="+strings.Join(args, " "),
+		// The script's default, set so that the user's environment does not change it; see setWebhook.
+		"LOCAL_WEBHOOK=true",
 	)
 	for v, p := range c.ports {
 		c.env = append(c.env, fmt.Sprintf("%s=%d", v, p))
@@ -116,6 +120,7 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return c, err
 	}
+	c.restConfig = cfg
 	// The registry's debug server may come up a moment after the registry itself.
 	return c, scalePoll(ctx, 100*time.Millisecond, 30*time.Second, "the backup registry's metrics", func() (bool, error) {
 		_, err := c.backupRegistryMetrics(ctx)
@@ -124,13 +129,17 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 }
 
 // stop runs hack/local-down.sh, which also deletes the state directory, and removes the controller binary.
-// It keeps working when ctx is already cancelled.
+// With BENCH_KEEP_TMP set, the components' logs are copied elsewhere first. It keeps working when ctx is
+// already cancelled.
 func (c *localCluster) stop(ctx context.Context) {
 	if c == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	if os.Getenv("BENCH_KEEP_TMP") != "" && c.dir != "" {
+		c.keepLogs(ctx)
+	}
 	if c.env != nil {
 		if err := c.script(ctx, "hack/local-down.sh"); err != nil {
 			scaleLog("stopping the local cluster failed: %v", err)
@@ -141,6 +150,19 @@ func (c *localCluster) stop(ctx context.Context) {
 	if c.binDir != "" {
 		_ = os.RemoveAll(c.binDir)
 	}
+}
+
+// keepLogs copies the cluster's logs directory into a new temporary directory, which outlives the cluster.
+func (c *localCluster) keepLogs(ctx context.Context) {
+	kept, err := os.MkdirTemp("", "bench-local-logs-")
+	if err == nil {
+		err = exec.CommandContext(ctx, "cp", "-r", filepath.Join(c.dir, "logs"), kept).Run()
+	}
+	if err != nil {
+		scaleLog("keeping the logs of %s failed: %v", c.dir, err)
+		return
+	}
+	scaleLog("kept the cluster's logs in %s", filepath.Join(kept, "logs"))
 }
 
 // restartController runs hack/local-up.sh --restart-controller, which returns once the new controller is ready.
@@ -164,7 +186,7 @@ func (c *localCluster) script(ctx context.Context, name string, args ...string) 
 
 // controllerLogTail returns the last lines of the controller's log, for error messages.
 func (c *localCluster) controllerLogTail() string {
-	b, err := os.ReadFile(filepath.Join(c.dir, "logs", "controller.log"))
+	b, err := os.ReadFile(c.controllerLog())
 	if err != nil || len(b) == 0 {
 		return ""
 	}
@@ -180,6 +202,9 @@ func (c *localCluster) upstreamRegistry() string {
 	return fmt.Sprintf("127.0.0.1:%d", c.ports["LOCAL_UPSTREAM_REGISTRY_PORT"])
 }
 
+// controllerLog is the controller's log file.
+func (c *localCluster) controllerLog() string { return filepath.Join(c.dir, "logs", "controller.log") }
+
 // controllerPID returns the pid of the running controller from its pid file.
 func (c *localCluster) controllerPID() (int, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir, "pids", "controller.pid"))
@@ -192,6 +217,16 @@ func (c *localCluster) controllerPID() (int, error) {
 // controllerMetrics scrapes the controller's /metrics.
 func (c *localCluster) controllerMetrics(ctx context.Context) (metricstest.Samples, error) {
 	return metricstest.Scrape(ctx, c.http, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_METRICS_PORT"]))
+}
+
+// apiserverMetrics scrapes the API server's /metrics.
+func (c *localCluster) apiserverMetrics(ctx context.Context) (metricstest.Samples, error) {
+	client, err := rest.HTTPClientFor(c.restConfig)
+	if err != nil {
+		return nil, err
+	}
+	defer client.CloseIdleConnections()
+	return metricstest.Scrape(ctx, client, strings.TrimSuffix(c.restConfig.Host, "/")+"/metrics")
 }
 
 // backupRegistryMetrics scrapes the backup registry's debug server.
