@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -168,6 +169,14 @@ func (c *localCluster) keepLogs(ctx context.Context) {
 // restartController runs hack/local-up.sh --restart-controller, which returns once the new controller is ready.
 func (c *localCluster) restartController(ctx context.Context) error {
 	return c.script(ctx, "hack/local-up.sh", "--restart-controller")
+}
+
+// setWebhook restarts the controller with the admission webhook on or off (LOCAL_WEBHOOK): off, the controller
+// runs with --webhook=false and the script deletes the webhook configuration; on, it applies it again.
+func (c *localCluster) setWebhook(ctx context.Context, on bool) error {
+	c.env = slices.DeleteFunc(c.env, func(kv string) bool { return strings.HasPrefix(kv, "LOCAL_WEBHOOK=") })
+	c.env = append(c.env, "LOCAL_WEBHOOK="+strconv.FormatBool(on))
+	return c.restartController(ctx)
 }
 
 // script runs one of the hack/local-*.sh scripts in the cluster's environment; its output is returned with

@@ -1,14 +1,17 @@
 package main
 
-// Row "admission": the mutating admission webhook on a private instance of the cluster of
+// Rows "admission" and "rollouts": the mutating admission webhook on a private instance of the cluster of
 // `make local-up` (see scale_cluster.go), which calls the controller's webhook at https://localhost:PORT.
 //
 //   - admission (webhook_admission.go): server-side dry-run creates of Deployments whose images are backed
 //     up, paced at a fixed rate, against the same requests in a namespace the webhook leaves out: the latency
 //     the webhook adds, its own handler time and failed admissions.
+//   - rollouts (webhook_rollouts.go): ReplicaSets per new Deployment whose image is backed up, with the
+//     webhook (rewritten at admission: one rollout) and with the controller restarted with --webhook=false
+//     (patched after creation: two).
 //
 // Like the scale rows they have no peer tool; the peer is the same cluster without the webhook in the path.
-// Exact counts (failures) are judged with -smoke too, latencies are not.
+// Exact counts (failures, ReplicaSets) are judged with -smoke too, latencies are not.
 
 import (
 	"context"
@@ -24,6 +27,7 @@ import (
 func init() {
 	rows = append(rows,
 		row{name: "admission", run: runAdmission},
+		row{name: "rollouts", run: runRollouts},
 	)
 }
 
