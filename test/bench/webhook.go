@@ -8,14 +8,20 @@ package main
 //     the webhook adds, its own handler time and failed admissions.
 //   - rollouts (webhook_rollouts.go): ReplicaSets per new Deployment whose image is backed up, with the
 //     webhook (rewritten at admission: one rollout) and with the controller restarted with --webhook=false
-//     (patched after creation: two).
+//     (patched after creation: two, unless the patch beats the deployment controller to the new object).
 //
 // Like the scale rows they have no peer tool; the peer is the same cluster without the webhook in the path.
 // Exact counts (failures, ReplicaSets) are judged with -smoke too, latencies are not.
+//
+// Environment, for investigations:
+//
+//	WEBHOOK_CONTROLLER_ARGS  more controller flags for both rows, e.g. "--workload-pull-secrets=false"
 
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +41,8 @@ func init() {
 // pushes images img-000:1 ... to its upstream registry and returns them. The caller must call stop, also when
 // this fails.
 func startWebhookCluster(ctx context.Context, images int, controllerArgs ...string) (*localCluster, []string, error) {
-	c, err := startLocalCluster(ctx, clusterOptions{nodes: 1, controllerArgs: controllerArgs})
+	args := append(slices.Clone(controllerArgs), strings.Fields(os.Getenv("WEBHOOK_CONTROLLER_ARGS"))...)
+	c, err := startLocalCluster(ctx, clusterOptions{nodes: 1, controllerArgs: args})
 	if err != nil {
 		return c, nil, err
 	}
@@ -98,4 +105,13 @@ func onBackup(d *appsv1.Deployment, prefix string) bool {
 		}
 	}
 	return true
+}
+
+// webhookControllerFlags describes the controller's flags beyond local-up's, for the notes.
+func webhookControllerFlags(rowArgs ...string) string {
+	args := append(slices.Clone(rowArgs), strings.Fields(os.Getenv("WEBHOOK_CONTROLLER_ARGS"))...)
+	if len(args) == 0 {
+		return "defaults"
+	}
+	return "defaults plus " + strings.Join(args, " ")
 }
