@@ -50,6 +50,9 @@ var portVars = []string{
 type clusterOptions struct {
 	nodes          int
 	controllerArgs []string
+	// webhook serves the admission webhook (LOCAL_WEBHOOK); without it the controller runs with --webhook=false
+	// and the cluster has no webhook configuration, so only the reconciler points workloads at their copies.
+	webhook bool
 	// profileDir, when set, has the controller serve /debug/pprof for profiles saved there.
 	profileDir string
 }
@@ -100,8 +103,7 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 		"LOCAL_SEED=false",
 		"LOCAL_NODES="+strconv.Itoa(opts.nodes),
 		"LOCAL_CONTROLLER_ARGS="+strings.Join(args, " "),
-		// The script's default, set so that the user's environment does not change it; see setWebhook.
-		"LOCAL_WEBHOOK=true",
+		"LOCAL_WEBHOOK="+strconv.FormatBool(opts.webhook),
 	)
 	for v, p := range c.ports {
 		c.env = append(c.env, fmt.Sprintf("%s=%d", v, p))

@@ -42,7 +42,7 @@ func init() {
 // this fails.
 func startWebhookCluster(ctx context.Context, images int, controllerArgs ...string) (*localCluster, []string, error) {
 	args := append(slices.Clone(controllerArgs), strings.Fields(os.Getenv("WEBHOOK_CONTROLLER_ARGS"))...)
-	c, err := startLocalCluster(ctx, clusterOptions{nodes: 1, controllerArgs: args})
+	c, err := startLocalCluster(ctx, clusterOptions{nodes: 1, controllerArgs: args, webhook: true})
 	if err != nil {
 		return c, nil, err
 	}
