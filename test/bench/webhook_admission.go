@@ -248,7 +248,7 @@ func runAdmission(ctx context.Context, env *benchEnv) ([]Result, error) {
 			Target:  fmt.Sprintf("%s p99 < %d ms", source, targetHandlerP99.Milliseconds()),
 			Met:     cfg.judge(handlerP99 < scaleMs(targetHandlerP99)),
 			Note: fmt.Sprintf("slowest (log): %s; what the handler waits for, server side: the API server's GETs of "+
-				"ServiceAccounts (the webhook reads the workload's, uncached, for its pull secrets) %s; the backup registry's "+
+				"ServiceAccounts (the webhook reads the workload's for its pull secrets, then remembers them for --tag-cache-ttl) %s; the backup registry's "+
 				"manifest HEADs %s (from their histograms' buckets); controller flags: %s",
 				slowest(exact, 5),
 				quantilesMs(apiBefore, apiAfter, "apiserver_request_duration_seconds", map[string]string{"verb": "GET", "resource": "serviceaccounts"}),
