@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -127,6 +128,35 @@ var _ = Describe("GitOps tools", func() {
 		Expect(history.scaledUpSince(mark, d, image)).To(BeEmpty())
 	})
 
+	It("a new Deployment whose image is already backed up has one ReplicaSet, on the backup image, from its first revision", func() {
+		ns := newNamespace()
+		_, image, backupImage, _ := pushRandomImage("backed-up")
+		history := recordReplicaSets(ns)
+
+		By("backing up the image for a first Deployment")
+		first := newDeployment(ns, "first", nil, []string{image})
+		Expect(k8sClient.Create(ctx, first)).To(Succeed())
+		Eventually(templateImages(first)).Should(Equal([]string{backupImage}))
+
+		By("creating a second Deployment with the public image: stored on the copy")
+		second := gitopsDeployment(ns, "second", image)
+		Expect(k8sClient.Create(ctx, second)).To(Succeed())
+		Expect(workloadtest.ContainerImages(second.Spec.Template.Spec)).To(Equal([]string{backupImage}),
+			"the webhook rewrote it before it was stored")
+		Expect(second.Generation).To(BeEquivalentTo(1))
+
+		By("rolling it out once, on the copy")
+		Eventually(deploymentRolledOut(second)).Should(Succeed())
+		Consistently(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(second), second)).To(Succeed())
+			g.Expect(second.Generation).To(BeEquivalentTo(1), "the reconciler had nothing to patch")
+		}).WithTimeout(settle).Should(Succeed())
+		sets := history.synced(second)
+		Expect(sets).To(HaveLen(1), "exactly one ReplicaSet")
+		Expect(sets[0].images).To(Equal([]string{backupImage}))
+		Expect(history.all(second)).To(HaveLen(1), "no other ReplicaSet ever existed")
+		Eventually(podImages(ns, second.Spec.Selector.MatchLabels)).Should(And(HaveLen(2), HaveEach(Equal([]string{backupImage}))))
+	})
 })
 
 // gitopsManifest is the YAML of a Deployment with two replicas of one container running image, as a GitOps
@@ -155,6 +185,15 @@ spec:
       - name: app
         image: %[3]s
 `, ns, name, image)
+}
+
+// gitopsDeployment is the Deployment of gitopsManifest.
+func gitopsDeployment(ns, name, image string) *appsv1.Deployment {
+	GinkgoHelper()
+	d := &appsv1.Deployment{}
+	u := manifestObjects(gitopsManifest(ns, name, image))[0]
+	Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d)).To(Succeed())
+	return d
 }
 
 func manifestObjects(manifest string) []*unstructured.Unstructured {
@@ -339,6 +378,19 @@ func (h *replicaSetHistory) synced(d *appsv1.Deployment) []replicaSet {
 		}
 	}).Should(Succeed())
 	return now
+}
+
+// all returns the latest version of every ReplicaSet of d the history saw.
+func (h *replicaSetHistory) all(d *appsv1.Deployment) []replicaSet {
+	latest := map[types.UID]replicaSet{}
+	for _, v := range h.of(d, 0) {
+		latest[v.uid] = v
+	}
+	out := make([]replicaSet, 0, len(latest))
+	for _, v := range latest {
+		out = append(out, v)
+	}
+	return out
 }
 
 // createdSince returns the ReplicaSets of d first seen after mark, each in its first version.
