@@ -24,10 +24,13 @@ var (
 	root       = filepath.Join("..", "..")
 	kubeconfig string
 	k8sClient  client.Client
-	// Registries and the controller's metrics endpoint as `make local-up` starts them.
+	// Registries and the controller's endpoints as `make local-up` starts them.
 	backupHost   = "127.0.0.1:" + envOr("LOCAL_BACKUP_REGISTRY_PORT", "5001")
 	upstreamHost = "127.0.0.1:" + envOr("LOCAL_UPSTREAM_REGISTRY_PORT", "5002")
 	metricsURL   = "http://127.0.0.1:" + envOr("LOCAL_METRICS_PORT", "8080") + "/metrics"
+	probeURL     = "http://127.0.0.1:" + envOr("LOCAL_PROBE_PORT", "8081")
+	// The API server calls the controller's admission webhook here (the certificate names localhost).
+	webhookHost = "localhost:" + envOr("LOCAL_WEBHOOK_PORT", "9443")
 )
 
 func TestE2E(t *testing.T) {

@@ -4,8 +4,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"maps"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -156,6 +160,48 @@ var _ = Describe("GitOps tools", func() {
 		Expect(sets[0].images).To(Equal([]string{backupImage}))
 		Expect(history.all(second)).To(HaveLen(1), "no other ReplicaSet ever existed")
 		Eventually(podImages(ns, second.Spec.Selector.MatchLabels)).Should(And(HaveLen(2), HaveEach(Equal([]string{backupImage}))))
+	})
+})
+
+var _ = Describe("the admission webhook", func() {
+	It("is served with a certificate the API server trusts, by a ready controller", func(ctx SpecContext) {
+		config := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "image-clone-controller"}, config)).To(Succeed())
+			g.Expect(config.Webhooks).To(HaveLen(1))
+			g.Expect(config.Webhooks[0].ClientConfig.CABundle).NotTo(BeEmpty(), "the controller injects its CA")
+		}).Should(Succeed())
+		hook := config.Webhooks[0]
+		Expect(hook.ClientConfig.URL).To(HaveValue(Equal("https://" + webhookHost + "/mutate-workloads")))
+		Expect(hook.FailurePolicy).To(HaveValue(Equal(admissionregistrationv1.Ignore)))
+
+		By("handshaking as the API server does: verifying the serving certificate against the CA bundle")
+		roots := x509.NewCertPool()
+		Expect(roots.AppendCertsFromPEM(hook.ClientConfig.CABundle)).To(BeTrue(), "the CA bundle is PEM")
+		dialer := &tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
+		Eventually(func() error {
+			conn, err := dialer.DialContext(ctx, "tcp", webhookHost)
+			if err != nil {
+				return err
+			}
+			return conn.Close()
+		}).Should(Succeed())
+
+		By("reporting the webhook ready on /readyz")
+		for _, path := range []string{"/readyz", "/readyz/webhook"} {
+			Eventually(func() (int, error) {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, probeURL+path, nil)
+				if err != nil {
+					return 0, err
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return 0, err
+				}
+				defer resp.Body.Close()
+				return resp.StatusCode, nil
+			}).Should(Equal(http.StatusOK), path)
+		}
 	})
 })
 
