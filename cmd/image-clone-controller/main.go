@@ -48,6 +48,8 @@ type flags struct {
 	copyTimeout             time.Duration
 	tagCacheTTL             time.Duration
 	maxImageSize            string
+	copyReferrers           bool
+	referrersOptional       bool
 	workloadPullSecrets     bool
 	backupPullSecret        string
 	leaderElect             bool
@@ -105,6 +107,10 @@ func main() {
 		"How long the digest a source tag resolved to is reused for other workloads with the same image (and pull credentials) without asking the source registry again; 0 asks every time. The backup registry is asked on every reconcile regardless.")
 	flag.StringVar(&f.maxImageSize, "max-image-size", "0",
 		"Largest image copied, as a quantity of bytes (10Gi, 500Mi): the sum of its distinct blobs over every platform, as its manifests give them. Larger images are refused with a Warning Event before any blob is copied. 0 is no limit.")
+	flag.BoolVar(&f.copyReferrers, "copy-referrers", true,
+		"Copy along, for every manifest of an image, its cosign signature, attestation and SBOM tags (sha256-<hex>.sig, .att, .sbom) and its OCI 1.1 referrers, so signature policies verify the copy as they verify the source.")
+	flag.BoolVar(&f.referrersOptional, "referrers-optional", false,
+		"Point workloads at a copy even when some of its signatures, attestations or referrers could not be copied, with a Warning Event; by default the workload waits (retried with backoff), since a signature policy would reject its pods.")
 	flag.BoolVar(&f.workloadPullSecrets, "workload-pull-secrets", true,
 		"Pull source images with the workload's own imagePullSecrets (and its ServiceAccount's), so a workload is only backed up from images it could pull itself. Needs get on Secrets and ServiceAccounts; false pulls with --registry-config instead.")
 	flag.StringVar(&f.backupPullSecret, "backup-pull-secret", "",
@@ -158,6 +164,8 @@ func run(ctx context.Context, f flags) error {
 		MaxConcurrentCopies: f.maxConcurrentCopies,
 		CopyTimeout:         f.copyTimeout,
 		TagCacheTTL:         f.tagCacheTTL,
+		Artifacts:           f.copyReferrers,
+		ArtifactsOptional:   f.referrersOptional,
 	}
 	if copierOpts.MaxImageSize, err = registry.ParseMaxImageSize(f.maxImageSize); err != nil {
 		return fmt.Errorf("--max-image-size: %w", err)

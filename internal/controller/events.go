@@ -19,6 +19,20 @@ func describeBackups(results []backupResult) string {
 	return eventNote("Backed up " + strings.Join(parts, "; "))
 }
 
+// describeIncomplete names the copies that lack some of their signatures, attestations or SBOMs, or "".
+func describeIncomplete(results []backupResult) string {
+	var parts []string
+	for _, res := range results {
+		if res.incomplete != nil {
+			parts = append(parts, res.Name+": "+res.incomplete.Error())
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return eventNote("Pointed at copies without all their signatures and attestations (--referrers-optional), which a signature policy may reject: " + strings.Join(parts, "; "))
+}
+
 // describeFailures tells the user which images failed, in plain words where possible, and the registry's
 // errors, within the Event note's size limit: when they do not all fit, each gets an equal share.
 //

@@ -59,6 +59,9 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	r.backUp(ctx, results, creds.source, r.lacksBackupPullSecret(spec))
 
 	plan := decide(results)
+	if note := describeIncomplete(results); note != "" {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupIncomplete, "BackUp", "%s", note)
+	}
 	if len(plan.failed) > 0 {
 		// One Event for all the failed images: the events API folds Events of the same type, reason and action
 		// on the same object into one series that keeps the first note only, so one Event per image would show
@@ -82,6 +85,8 @@ type backupResult struct {
 	digest v1.Hash
 	// err is the copy's failure, a registry.Error whose class decides what happens next.
 	err error
+	// incomplete names the artifacts (signatures, attestations) a usable copy lacks (registry.Incomplete).
+	incomplete error
 }
 
 // mapImages returns the distinct images of spec (see workload.Policy.Images), each to back up; one that has
@@ -155,6 +160,10 @@ func (r *Reconciler[T]) backUp(ctx context.Context, results []backupResult, cred
 			keep := results[i].Keep
 			results[i].digest, results[i].err = r.Copier.Copy(ctx, registry.CopyRequest{
 				Source: m.Source, Target: m.Target, Credentials: creds, KeepExisting: keep, ProveAccess: keep && proveKept})
+			if registry.ClassOf(results[i].err) == registry.Incomplete {
+				// The copy is complete and usable; what it lacks is reported, not waited for.
+				results[i].incomplete, results[i].err = results[i].err, nil
+			}
 		})
 	}
 	wg.Wait()

@@ -37,6 +37,9 @@ const FieldOwner = "image-clone-controller"
 const (
 	ReasonImagesBackedUp = "ImagesBackedUp"
 	ReasonBackupFailed   = "BackupFailed"
+	// ReasonBackupIncomplete: a copy the workload is pointed at lacks some of its signatures, attestations or
+	// SBOMs (only with --referrers-optional; otherwise the workload waits for them).
+	ReasonBackupIncomplete = "BackupIncomplete"
 )
 
 // Retry delays for workloads whose images could not all be backed up: quick at first for blips, capped so that

@@ -71,7 +71,7 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	defer cancel()
 	ctx = withRetryBudget(ctx)
 	digest, result, err := c.copy(ctx, req, true)
-	if err != nil {
+	if err != nil && ClassOf(err) != Incomplete {
 		result = resultFailed
 	}
 	copiesTotal.WithLabelValues(result).Inc()
@@ -176,14 +176,14 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 	case <-ctx.Done():
 		return v1.Hash{}, "", ctx.Err()
 	case res := <-flight:
-		if res.Err != nil {
+		if res.Err != nil && ClassOf(res.Err) != Incomplete {
 			return v1.Hash{}, "", res.Err
 		}
+		if !led {
+			return digest, resultJoined, res.Err
+		}
+		return digest, resultCopied, res.Err
 	}
-	if !led {
-		return digest, resultJoined, nil
-	}
-	return digest, resultCopied, nil
 }
 
 // credentials reads req's credentials, if it has any, and sets the session up to read the source with them.
@@ -295,29 +295,60 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 
 	// Verification reads the backup with a transport of its own, whose handshake runs during the transfer.
 	go func() { _, _ = s.reader(ctx, dst.Context()) }()
-	image, err := c.source(ctx, s, orig, src, dst)
+	image, err := c.source(ctx, s, orig, src, dst.Context())
 	if err != nil {
 		return err
 	}
+	// With artifacts, the image is pushed by digest and tagged only once they are copied too: the tag is what
+	// later copies and the webhook find, so it must stand for a copy with its signatures.
+	var target name.Reference = dst
+	if c.opts.Artifacts {
+		target = dst.Context().Digest(want.String())
+	}
 	counter := &uploadCounter{next: c.base}
 	log.V(1).Info("Copying image")
-	if err := remote.Push(dst, image, c.remoteOptions(ctx, counter)...); err != nil {
+	if err := remote.Push(target, image, c.remoteOptions(ctx, counter)...); err != nil {
 		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
 	}
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
-	blobs, err := c.verify(ctx, s, dst, want)
+	blobs, manifests, err := c.verify(ctx, s, target, want)
 	if err != nil {
 		c.unverified.Add(key, struct{}{})
 		// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
 		// missing source, even a 404 here is transient.
 		return withClass(Transient, fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err))
 	}
-	c.unverified.Remove(key)
 	c.holders.add(dst.Context(), blobs...)
+	var incomplete error
+	if c.opts.Artifacts {
+		if incomplete = c.artifactsOf(ctx, s, orig, src.Context(), dst, manifests); incomplete != nil && !c.opts.ArtifactsOptional {
+			c.unverified.Add(key, struct{}{})
+			return incomplete
+		}
+		if err := remote.Put(dst, image, c.remoteOptions(ctx, c.base)...); err != nil {
+			return atBackup(fmt.Errorf("tagging the copy of %s at %s: %w", orig, dst, err))
+		}
+	}
+	c.unverified.Remove(key)
 	copyDuration.Observe(time.Since(start).Seconds())
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
-	return nil
+	return incomplete
+}
+
+// artifactsOf copies the artifacts of a copy (see artifacts.go) and returns nil when all of them are in the
+// backup, else the error that names the missing ones: Transient, so that the copy is tried again, or, with
+// ArtifactsOptional, Incomplete.
+func (c *Copier) artifactsOf(ctx context.Context, s *session, orig name.Reference, src name.Repository, dst name.Tag, manifests []v1.Hash) error {
+	missing, err := c.copyArtifacts(ctx, s, orig, src, dst.Context(), manifests)
+	if err == nil {
+		return nil
+	}
+	class := Transient
+	if c.opts.ArtifactsOptional {
+		class = Incomplete
+	}
+	return &Error{Class: class, Err: fmt.Errorf("copying the signatures and attestations of %s (%s): %w", orig, strings.Join(missing, ", "), err)}
 }
 
 // failedVerification reports whether this process saw the verification of the copy key fail, without a
@@ -330,7 +361,7 @@ func (c *Copier) failedVerification(key string) bool {
 // source fetches the manifests of src and returns the image or index to push: the source's manifests, with
 // blobs that stream from the source registry (or mount from a backup repository that holds them). It refuses
 // an image larger than MaxImageSize, and an index whose manifests cannot all be read, before any blob moves.
-func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) (remote.Taggable, error) {
+func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Repository) (remote.Taggable, error) {
 	tr, err := s.reader(ctx, src.Context())
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
@@ -343,7 +374,7 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 		ctx:     ctx,
 		repo:    src.Context(),
 		client:  &http.Client{Transport: tr, CheckRedirect: checkRedirect},
-		dst:     dst.Context(),
+		dst:     dst,
 		holders: c.holders,
 		slots:   make(chan struct{}, c.opts.LayerJobs),
 	}

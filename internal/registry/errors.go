@@ -34,10 +34,15 @@ const (
 	// Invalid failures are references that cannot name an image at all; only a change of the reference fixes
 	// them, so they are not retried.
 	Invalid
+	// Incomplete is not a failure of the image: the copy is complete, verified and tagged, and Copy returns
+	// its digest, but some of its signatures, attestations or referrers could not be copied along
+	// (Options.ArtifactsOptional). Retry slowly, to copy them once their source serves them.
+	Incomplete
 )
 
 var classNames = map[Class]string{
 	Transient: "transient", Permanent: "permanent", AccessDenied: "access denied", TooLarge: "too large", Invalid: "invalid",
+	Incomplete: "incomplete",
 }
 
 func (c Class) String() string { return classNames[c] }
@@ -191,6 +196,8 @@ func Explain(err error) string {
 		if isTransport && terr.StatusCode == http.StatusNotFound {
 			return "the image does not exist in the registry (check the name and tag)"
 		}
+	case Incomplete:
+		return "the image is backed up, but its listed signatures, attestations or SBOMs could not all be copied along; a signature policy may reject the copy"
 	case Transient:
 		switch {
 		case RetryAfterOf(err) > 0:

@@ -48,6 +48,14 @@ type Options struct {
 	// bytes. 0, the default, is no limit. An image the backup already holds is used whatever its size, as
 	// nothing needs to be copied. See ParseMaxImageSize for the flag's format.
 	MaxImageSize int64
+	// Artifacts copies along, for every manifest of an image, its cosign signature, attestation and SBOM tags
+	// (sha256-<hex>.sig, .att, .sbom) and its OCI referrers, so that signature policies verify the copy as
+	// they verify the source (see artifacts.go).
+	Artifacts bool
+	// ArtifactsOptional, with Artifacts, tags the copy even when some of its artifacts could not be copied,
+	// and reports them in an Error of class Incomplete beside the digest; by default such a copy is not tagged
+	// and the Copy fails transiently, so no workload runs a copy that a signature policy would reject.
+	ArtifactsOptional bool
 }
 
 // DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.

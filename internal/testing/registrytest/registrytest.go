@@ -80,9 +80,9 @@ func (r Request) IsBlob() bool {
 	return strings.Contains(r.Path, "/blobs/") && r.Method != http.MethodHead
 }
 
-// NewInProcess starts go-containerregistry's in-memory registry.
+// NewInProcess starts go-containerregistry's in-memory registry, with the OCI 1.1 referrers API.
 func NewInProcess() *Registry {
-	backend := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(discardLogger())))
+	backend := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(discardLogger()), ggcrregistry.WithReferrersSupport(true)))
 	u, _ := url.Parse(backend.URL)
 	r := &Registry{backend: backend, upstream: u, Backend: u.Host}
 	r.startProxy()
