@@ -23,8 +23,9 @@ import (
 // for byte, and referrers of referrers follow up to maxArtifactDepth levels and maxArtifacts in all.
 //
 // Cost, for an image without artifacts: one tag list of the source repository per copy, and one referrers
-// request per manifest (a fallback tag is read only when the tag list has it); nothing on the no-op path, since
-// the backup tag is written last: a copy the backup holds at the source's digest has its artifacts.
+// request per manifest (a fallback tag is read only when the tag list has it), all before the push; nothing
+// at the backup, and nothing on the no-op path. An image with artifacts is pushed by digest and its backup tag
+// written last, so a copy the backup holds at the source's digest has its artifacts.
 
 // maxArtifactDepth bounds how many levels of referrers of referrers (a signature on an SBOM on the image)
 // are followed.
@@ -50,17 +51,67 @@ func (a artifact) String() string {
 	return a.digest.String()
 }
 
-// copyArtifacts copies the artifacts of the manifests of a copy from the source repository src to dst and
-// verifies them there. It returns the artifacts it could not find, copy or verify, with the first error.
-func (c *Copier) copyArtifacts(ctx context.Context, s *session, orig name.Reference, src, dst name.Repository, manifests []v1.Hash) ([]string, error) {
+// sourceArtifacts lists the artifacts of every manifest of image at the source repository src, before the
+// image is pushed: an image without any is pushed to its tag as it would be without them.
+func (c *Copier) sourceArtifacts(ctx context.Context, s *session, orig name.Reference, src name.Repository, image remote.Taggable) ([]artifact, error) {
+	// A failing referrers endpoint must not spend the failure budget the image's own requests need.
+	ctx = withRetryBudget(ctx)
+	manifests, err := manifestDigests(image)
+	if err != nil {
+		return nil, c.artifactsError(orig, err)
+	}
 	tr, err := s.reader(ctx, src)
 	if err != nil {
-		return []string{"(all: the source could not be read)"}, err
+		return nil, c.artifactsError(orig, err)
 	}
 	found, err := c.findArtifacts(ctx, tr, src, manifests)
 	if err != nil {
-		return []string{"(all: listing them failed)"}, err
+		return nil, c.artifactsError(orig, err)
 	}
+	return found, nil
+}
+
+// manifestDigests returns the digests of image and of every manifest its index lists, nested ones included.
+func manifestDigests(image remote.Taggable) ([]v1.Hash, error) {
+	switch t := image.(type) {
+	case v1.Image:
+		d, err := t.Digest()
+		return []v1.Hash{d}, err
+	case v1.ImageIndex:
+		d, err := t.Digest()
+		if err != nil {
+			return nil, err
+		}
+		digests := []v1.Hash{d}
+		m, err := t.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		for _, child := range m.Manifests {
+			switch {
+			case child.MediaType.IsIndex():
+				nested, err := t.ImageIndex(child.Digest)
+				if err != nil {
+					return nil, err
+				}
+				more, err := manifestDigests(nested)
+				if err != nil {
+					return nil, err
+				}
+				digests = append(digests, more...)
+			case child.MediaType.IsImage():
+				digests = append(digests, child.Digest)
+			}
+		}
+		return digests, nil
+	}
+	return nil, fmt.Errorf("%T is neither an image nor an index", image)
+}
+
+// copyArtifacts copies found from the source repository src to dst and verifies them there; the error names
+// those it could not copy.
+func (c *Copier) copyArtifacts(ctx context.Context, s *session, orig name.Reference, src, dst name.Repository, found []artifact) error {
+	ctx = withRetryBudget(ctx)
 	var missing []string
 	var first error
 	for _, a := range found {
@@ -71,10 +122,11 @@ func (c *Copier) copyArtifacts(ctx context.Context, s *session, orig name.Refere
 			}
 		}
 	}
-	if len(found) > 0 {
-		logr.FromContextOrDiscard(ctx).V(1).Info("Copied the image's artifacts", "image", orig.String(), "artifacts", len(found)-len(missing))
+	logr.FromContextOrDiscard(ctx).V(1).Info("Copied the image's artifacts", "image", orig.String(), "artifacts", len(found)-len(missing))
+	if first != nil {
+		return fmt.Errorf("%s: %w", strings.Join(missing, ", "), first)
 	}
-	return missing, first
+	return nil
 }
 
 // findArtifacts lists the artifacts of subjects in repo: the cosign tags of each, and its referrers, and
@@ -192,7 +244,7 @@ func (c *Copier) copyArtifact(ctx context.Context, s *session, orig name.Referen
 	if err := remote.Push(target, image, c.remoteOptions(ctx, c.base)...); err != nil {
 		return atBackup(fmt.Errorf("copying artifact %s of %s to %s: %w", a, orig, target, err))
 	}
-	if _, _, err := c.verify(ctx, s, target, digest); err != nil {
+	if _, err := c.verify(ctx, s, target, digest); err != nil {
 		return withClass(Transient, fmt.Errorf("verifying artifact %s of %s at %s: %w", a, orig, target, err))
 	}
 	return nil

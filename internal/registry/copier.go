@@ -299,20 +299,32 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	if err != nil {
 		return err
 	}
-	// With artifacts, the image is pushed by digest and tagged only once they are copied too: the tag is what
+	// An image with artifacts is pushed by digest and tagged only once they are copied too: the tag is what
 	// later copies and the webhook find, so it must stand for a copy with its signatures.
-	var target name.Reference = dst
+	var found []artifact
+	var incomplete error
 	if c.opts.Artifacts {
+		if found, incomplete = c.sourceArtifacts(ctx, s, orig, src.Context(), image); incomplete != nil && !c.opts.ArtifactsOptional {
+			return incomplete
+		}
+	}
+	var target name.Reference = dst
+	if len(found) > 0 {
 		target = dst.Context().Digest(want.String())
 	}
 	counter := &uploadCounter{next: c.base}
+	// One pusher for the push and the tag written after the artifacts, so that the tag costs one request.
+	pusher, err := remote.NewPusher(c.remoteOptions(ctx, counter)...)
+	if err != nil {
+		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
+	}
 	log.V(1).Info("Copying image")
-	if err := remote.Push(target, image, c.remoteOptions(ctx, counter)...); err != nil {
+	if err := remote.Push(target, image, remote.WithContext(ctx), remote.Reuse(pusher)); err != nil {
 		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
 	}
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
-	blobs, manifests, err := c.verify(ctx, s, target, want)
+	blobs, err := c.verify(ctx, s, target, want)
 	if err != nil {
 		c.unverified.Add(key, struct{}{})
 		// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
@@ -320,13 +332,14 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 		return withClass(Transient, fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err))
 	}
 	c.holders.add(dst.Context(), blobs...)
-	var incomplete error
-	if c.opts.Artifacts {
-		if incomplete = c.artifactsOf(ctx, s, orig, src.Context(), dst, manifests); incomplete != nil && !c.opts.ArtifactsOptional {
-			c.unverified.Add(key, struct{}{})
-			return incomplete
+	if len(found) > 0 {
+		if err := c.copyArtifacts(ctx, s, orig, src.Context(), dst.Context(), found); err != nil {
+			if incomplete = c.artifactsError(orig, err); !c.opts.ArtifactsOptional {
+				c.unverified.Add(key, struct{}{})
+				return incomplete
+			}
 		}
-		if err := remote.Put(dst, image, c.remoteOptions(ctx, c.base)...); err != nil {
+		if err := remote.Put(dst, image, remote.WithContext(ctx), remote.Reuse(pusher)); err != nil {
 			return atBackup(fmt.Errorf("tagging the copy of %s at %s: %w", orig, dst, err))
 		}
 	}
@@ -336,19 +349,14 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	return incomplete
 }
 
-// artifactsOf copies the artifacts of a copy (see artifacts.go) and returns nil when all of them are in the
-// backup, else the error that names the missing ones: Transient, so that the copy is tried again, or, with
-// ArtifactsOptional, Incomplete.
-func (c *Copier) artifactsOf(ctx context.Context, s *session, orig name.Reference, src name.Repository, dst name.Tag, manifests []v1.Hash) error {
-	missing, err := c.copyArtifacts(ctx, s, orig, src, dst.Context(), manifests)
-	if err == nil {
-		return nil
-	}
+// artifactsError is the error of artifacts that could not be found or copied: Transient, so that the copy is
+// tried again, or, with ArtifactsOptional, Incomplete.
+func (c *Copier) artifactsError(orig name.Reference, err error) error {
 	class := Transient
 	if c.opts.ArtifactsOptional {
 		class = Incomplete
 	}
-	return &Error{Class: class, Err: fmt.Errorf("copying the signatures and attestations of %s (%s): %w", orig, strings.Join(missing, ", "), err)}
+	return &Error{Class: class, Err: fmt.Errorf("copying the signatures and attestations of %s: %w", orig, err)}
 }
 
 // failedVerification reports whether this process saw the verification of the copy key fail, without a

@@ -16,24 +16,24 @@ import (
 
 // verify proves that dst is a complete copy with digest want: it reads every manifest back from the backup
 // registry (fetching by digest checks the bytes) and checks that every blob is present with the right size.
-// It returns the blobs it found and the digests of the manifests.
-func (c *Copier) verify(ctx context.Context, s *session, dst name.Reference, want v1.Hash) (blobs, manifests []v1.Hash, err error) {
+// It returns the blobs it found.
+func (c *Copier) verify(ctx context.Context, s *session, dst name.Reference, want v1.Hash) ([]v1.Hash, error) {
 	tr, err := s.reader(ctx, dst.Context())
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	desc, err := remote.Get(dst, c.readOptions(ctx, tr)...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if desc.Digest != want {
-		return nil, nil, fmt.Errorf("backup %s resolves to %s, want %s", dst, desc.Digest, want)
+		return nil, fmt.Errorf("backup %s resolves to %s, want %s", dst, desc.Digest, want)
 	}
 	v := &verifier{copier: c, repo: dst.Context(), tr: tr, client: &http.Client{Transport: tr}}
 	if err := v.manifest(ctx, desc.Descriptor, desc.Manifest, 0); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return v.blobs, v.manifests, nil
+	return v.blobs, nil
 }
 
 // maxIndexDepth bounds how deep indexes may nest below the image's own index (depth 0). Content addressing makes
@@ -48,15 +48,11 @@ type verifier struct {
 	tr     http.RoundTripper
 	client *http.Client
 
-	mu        sync.Mutex
-	blobs     []v1.Hash // blobs found present
-	manifests []v1.Hash // manifests read back
+	mu    sync.Mutex
+	blobs []v1.Hash // blobs found present
 }
 
 func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte, depth int) error {
-	v.mu.Lock()
-	v.manifests = append(v.manifests, desc.Digest)
-	v.mu.Unlock()
 	switch {
 	case desc.MediaType.IsIndex():
 		if depth >= maxIndexDepth {
