@@ -128,7 +128,13 @@ func webhookConfiguration(name string, namespaces *metav1.LabelSelector) *admiss
 			Rules: []admissionregistrationv1.RuleWithOperations{{
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
 				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments", "daemonsets"},
+					APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments", "daemonsets", "statefulsets"},
+					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+				},
+			}, {
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"cronjobs", "jobs"},
 					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
 				},
 			}},
