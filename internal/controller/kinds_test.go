@@ -29,14 +29,22 @@ type templateKind struct {
 
 var templateKinds = []templateKind{
 	{
-		name:     "StatefulSet",
-		build:    func(ns, name string, images []string) client.Object { return workloadtest.StatefulSet(ns, name, nil, images) },
-		template: func(o client.Object) *corev1.PodTemplateSpec { return workload.StatefulSets.PodTemplate(o.(*appsv1.StatefulSet)) },
+		name: "StatefulSet",
+		build: func(ns, name string, images []string) client.Object {
+			return workloadtest.StatefulSet(ns, name, nil, images)
+		},
+		template: func(o client.Object) *corev1.PodTemplateSpec {
+			return workload.StatefulSets.PodTemplate(o.(*appsv1.StatefulSet))
+		},
 	},
 	{
-		name:     "CronJob",
-		build:    func(ns, name string, images []string) client.Object { return workloadtest.CronJob(ns, name, nil, images) },
-		template: func(o client.Object) *corev1.PodTemplateSpec { return workload.CronJobs.PodTemplate(o.(*batchv1.CronJob)) },
+		name: "CronJob",
+		build: func(ns, name string, images []string) client.Object {
+			return workloadtest.CronJob(ns, name, nil, images)
+		},
+		template: func(o client.Object) *corev1.PodTemplateSpec {
+			return workload.CronJobs.PodTemplate(o.(*batchv1.CronJob))
+		},
 	},
 }
 
