@@ -2,7 +2,8 @@
 # Builds the controller image IMG, loads it into the kind cluster KIND_CLUSTER and deploys config/default
 # with that image and --backup-registry=BACKUP_REGISTRY. The manifests are rendered from a temporary copy
 # of config/, so the work tree stays untouched. Safe to run repeatedly; the controller is only rolled when
-# the image or the manifests changed.
+# the image or the manifests changed. Done when the rollout is and the webhook configuration has the CA of
+# the controller's certificate.
 #
 # Env: KIND, KUSTOMIZE (paths to the binaries, set by the Makefile), KIND_CLUSTER (default image-clone),
 # IMG (default image-clone-controller:dev), BACKUP_REGISTRY (default 10.96.0.11:5001, the kind registry),
@@ -59,4 +60,19 @@ image_id="$(docker image inspect --format '{{.Id}}' "$IMG")"
 "$KUSTOMIZE" build "$tmp/config/default" >"$tmp/manifests.yaml"
 "$KUBECTL" --context "$CONTEXT" apply -f "$tmp/manifests.yaml"
 "$KUBECTL" --context "$CONTEXT" -n "$NAMESPACE" rollout status deployment/image-clone-controller --timeout=3m
+# The webhook fails open: until its configuration has the CA of the controller's certificate, the API server
+# admits workloads unchanged, without a word. Skipped where config/default no longer includes the webhook.
+if grep -qx 'kind: MutatingWebhookConfiguration' "$tmp/manifests.yaml"; then
+  for _ in $(seq 60); do
+    ca="$("$KUBECTL" --context "$CONTEXT" get mutatingwebhookconfiguration image-clone-controller \
+      -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null || true)"
+    [[ -n "$ca" ]] && break
+    sleep 1
+  done
+  if [[ -z "$ca" ]]; then
+    echo "MutatingWebhookConfiguration image-clone-controller has no CA bundle after 60s; see the controller's log:" >&2
+    echo "  $KUBECTL --context $CONTEXT -n $NAMESPACE logs deployment/image-clone-controller" >&2
+    exit 1
+  fi
+fi
 echo "Deployed ${IMG} (backup registry ${BACKUP_REGISTRY}) to kind cluster ${KIND_CLUSTER}."

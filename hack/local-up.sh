@@ -4,9 +4,12 @@
 # "run" without containers), two distribution registries (the backup registry and an "upstream" seeded with
 # small random images named like public ones, which the controller mirrors docker.io and ghcr.io from) and
 # bin/image-clone-controller, which talks to the API server as its ServiceAccount (impersonated), so the
-# shipped RBAC in config/rbac is what gets exercised. kwokctl's binary runtime creates and starts the cluster
-# (etcd, kube-* and kwok, with its certificates) from the binaries of hack/test-binaries.sh, so nothing is
-# downloaded; this script starts the registries and the controller itself.
+# shipped RBAC in config/rbac and config/components/webhook is what gets exercised. The API server calls the
+# controller's admission webhook at https://localhost:LOCAL_WEBHOOK_PORT (the webhook configuration of
+# config/components/webhook with that URL); the controller issues its certificate and injects the CA.
+# kwokctl's binary runtime creates and starts the cluster (etcd, kube-* and kwok, with its certificates) from
+# the binaries of hack/test-binaries.sh, so nothing is downloaded; this script starts the registries and the
+# controller itself.
 #
 # State (pid files, logs, certificates, kubeconfigs, etcd and registry data) lives in LOCAL_DIR. Running it
 # again while the cluster runs is harmless: it starts only what is not running. Stop with hack/local-down.sh.
@@ -26,6 +29,9 @@
 #                                          it serves (registry_http_requests_total, ...) on /metrics
 #   LOCAL_METRICS_PORT=8080                controller metrics
 #   LOCAL_PROBE_PORT=8081                  controller /healthz and /readyz
+#   LOCAL_WEBHOOK_PORT=9443                controller admission webhook (HTTPS, on 127.0.0.1)
+#   LOCAL_WEBHOOK=true                     serve the admission webhook; false runs the controller with
+#                                          --webhook=false and without a webhook configuration
 #   LOCAL_CONTROLLER_ARGS=                 more controller flags, e.g. "--zap-log-level=debug"
 #   LOCAL_SEED=true                        push the sample images to the upstream registry
 #   LOCAL_TIMEOUT=90                       seconds to wait for each component to become ready
@@ -40,10 +46,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/local-lib.sh"
 
 LOCAL_CONTROLLER_ARGS=${LOCAL_CONTROLLER_ARGS:-}
 LOCAL_SEED=${LOCAL_SEED:-true}
+LOCAL_WEBHOOK=${LOCAL_WEBHOOK:-true}
 LOCAL_TIMEOUT=${LOCAL_TIMEOUT:-90}
 
 controller_namespace=image-clone-system
 controller_sa=image-clone-controller
+webhook_configuration=image-clone-controller
 service_cidr=10.0.0.0/24
 pod_cidr=10.244.0.0/16
 
@@ -57,13 +65,17 @@ case "${1:-}" in
 	;;
 *) die "unknown argument $1 (see --help)" ;;
 esac
+case $LOCAL_WEBHOOK in
+true | false) ;;
+*) die "LOCAL_WEBHOOK must be true or false, not '$LOCAL_WEBHOOK'" ;;
+esac
 
 started_at=$SECONDS
 # shellcheck disable=SC2154 # rc is assigned in the trap
 trap 'rc=$?; [ $rc -eq 0 ] || log "failed; what did start keeps running: fix the cause and run this again, or stop it all with hack/local-down.sh (make local-down)"' EXIT
 k() { kubectl --kubeconfig "$LOCAL_DIR/kubeconfig" "$@"; }
 
-for tool in openssl curl kubectl setsid ss; do
+for tool in openssl curl kubectl setsid ss realpath; do
 	command -v "$tool" >/dev/null || die "$tool is required"
 done
 
@@ -328,11 +340,23 @@ start_controller() {
 		if [[ $(readlink "/proc/$pid/exe") == *" (deleted)" ]]; then
 			log "note: ${CONTROLLER_BIN#"$root"/} changed since the controller started; 'make local-restart-controller' runs the new build"
 		fi
+		if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--webhook=$LOCAL_WEBHOOK"; then
+			log "note: the controller was not started with LOCAL_WEBHOOK=$LOCAL_WEBHOOK; 'make local-restart-controller' restarts it so"
+		fi
 		return
 	fi
 	[ -x "$CONTROLLER_BIN" ] || die "$CONTROLLER_BIN does not exist: run 'make build' (or 'make local-up')"
+	local ports=(LOCAL_METRICS_PORT LOCAL_PROBE_PORT) webhook=(--webhook=false)
+	if [ "$LOCAL_WEBHOOK" = true ]; then
+		# The API server runs on this host and calls https://localhost:LOCAL_WEBHOOK_PORT, so the certificate
+		# names localhost; the rotator writes it into the directory.
+		mkdir -p "$LOCAL_DIR/webhook-certs"
+		ports+=(LOCAL_WEBHOOK_PORT)
+		webhook=(--webhook=true --webhook-host=127.0.0.1 --webhook-port="$LOCAL_WEBHOOK_PORT"
+			--webhook-cert-dir="$LOCAL_DIR/webhook-certs" --webhook-cert-names=localhost)
+	fi
 	# shellcheck disable=SC2086 # LOCAL_CONTROLLER_ARGS is a list of flags
-	start controller LOCAL_METRICS_PORT LOCAL_PROBE_PORT -- env -u KUBECONFIG POD_NAMESPACE="$controller_namespace" \
+	start controller "${ports[@]}" -- env -u KUBECONFIG POD_NAMESPACE="$controller_namespace" \
 		"$CONTROLLER_BIN" \
 		--kubeconfig="$LOCAL_DIR/controller.kubeconfig" \
 		--backup-registry="127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT" \
@@ -340,6 +364,7 @@ start_controller() {
 		--source-mirror="ghcr.io=127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT/ghcr" \
 		--metrics-bind-address="127.0.0.1:$LOCAL_METRICS_PORT" \
 		--health-probe-bind-address="127.0.0.1:$LOCAL_PROBE_PORT" \
+		"${webhook[@]}" \
 		$LOCAL_CONTROLLER_ARGS
 }
 
@@ -347,6 +372,14 @@ wait_controller() {
 	wait_for controller "the controller's /readyz (http://127.0.0.1:$LOCAL_PROBE_PORT/readyz)" \
 		curl -fsS "http://127.0.0.1:$LOCAL_PROBE_PORT/readyz"
 	log "controller is ready"
+	if [ "$LOCAL_WEBHOOK" = true ]; then
+		wait_for controller "the CA bundle in MutatingWebhookConfiguration $webhook_configuration" webhook_ca_injected
+		log "webhook configuration has the controller's CA bundle"
+	fi
+}
+
+webhook_ca_injected() {
+	[ -n "$(k get mutatingwebhookconfiguration "$webhook_configuration" -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
 }
 
 apiserver_ready() {
@@ -388,8 +421,62 @@ apply_rbac() {
 	log "applied config/rbac (namespace $controller_namespace)"
 }
 
+# webhook_manifest prints the objects of config/components/webhook the local controller needs: its Secret and
+# RBAC, and the webhook configuration with the controller's local URL in place of the Service (which has no
+# pods to send to here and is left out). It is rendered from the component, so the rules and the selector
+# are the shipped ones. kustomize takes only relative paths.
+webhook_manifest() {
+	local dir=$LOCAL_DIR/webhook component
+	mkdir -p "$dir"
+	component=$(realpath --relative-to="$dir" "$root/config/components/webhook")
+	cat >"$dir/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+components:
+- $component
+patches:
+# The component has one webhook.
+- target:
+    kind: MutatingWebhookConfiguration
+    name: $webhook_configuration
+  patch: |-
+    - op: replace
+      path: /webhooks/0/clientConfig
+      value:
+        url: https://localhost:$LOCAL_WEBHOOK_PORT/mutate-workloads
+- patch: |-
+    \$patch: delete
+    apiVersion: v1
+    kind: Service
+    metadata:
+      name: image-clone-controller-webhook
+      namespace: $controller_namespace
+EOF
+	kubectl kustomize "$dir"
+}
+
+# apply_webhook applies the webhook's objects, or with LOCAL_WEBHOOK=false deletes the configuration an
+# earlier run may have left (the API server would keep calling a webhook nobody serves). An applied
+# configuration keeps the CA bundle the controller injected: apply leaves fields it never set alone.
+apply_webhook() {
+	if [ "$LOCAL_WEBHOOK" = false ]; then
+		if k get mutatingwebhookconfiguration "$webhook_configuration" >/dev/null 2>&1; then
+			k delete mutatingwebhookconfiguration "$webhook_configuration" >/dev/null
+			log "deleted MutatingWebhookConfiguration $webhook_configuration (LOCAL_WEBHOOK=false)"
+		fi
+		return
+	fi
+	local out
+	out=$(webhook_manifest) || die "rendering config/components/webhook failed"
+	k apply -f - <<<"$out" >/dev/null
+	log "applied config/components/webhook (webhook at https://localhost:$LOCAL_WEBHOOK_PORT/mutate-workloads)"
+}
+
 summary() {
-	local rel=${LOCAL_DIR#"$root"/}
+	local rel=${LOCAL_DIR#"$root"/} webhook_summary="admission webhook off (LOCAL_WEBHOOK=false)"
+	if [ "$LOCAL_WEBHOOK" = true ]; then
+		webhook_summary="admission webhook https://localhost:$LOCAL_WEBHOOK_PORT/mutate-workloads (certificate in ${rel}/webhook-certs)"
+	fi
 	cat <<EOF
 
 Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API server https://127.0.0.1:$LOCAL_APISERVER_PORT
@@ -400,6 +487,7 @@ Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API s
   upstream registry   127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT   (mirrors index.docker.io, and ghcr.io under /ghcr)
   controller          metrics http://127.0.0.1:$LOCAL_METRICS_PORT/metrics, probes http://127.0.0.1:$LOCAL_PROBE_PORT/readyz
                       as system:serviceaccount:$controller_namespace:$controller_sa (impersonated)
+                      $webhook_summary
   logs                $rel/logs/controller.log (make local-logs), $rel/logs/<component>.log
                       for etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
                       kwok-controller, kwokctl, registry-backup, registry-upstream, seed
@@ -424,6 +512,7 @@ touch "$marker"
 if [ "$mode" = restart-controller ]; then
 	pid_of kube-apiserver >/dev/null || die "the local cluster is not running: run 'make local-up'"
 	stop controller
+	apply_webhook
 	start_controller
 	wait_controller
 	log "restarted the controller in $((SECONDS - started_at))s; log: ${logs_dir#"$root"/}/controller.log"
@@ -468,6 +557,7 @@ if [ "$LOCAL_NODES" -gt 0 ]; then
 	log "applied $LOCAL_NODES kwok nodes"
 fi
 apply_rbac
+apply_webhook
 
 if [ -n "$seed_pid" ]; then
 	wait "$seed_pid" || {

@@ -272,9 +272,11 @@ func setupWebhook(mgr ctrl.Manager, copier *registry.Copier, serving *admission.
 		Backup:              backup,
 		IgnoredNamespaces:   ignored,
 		WorkloadPullSecrets: f.workloadPullSecrets,
-		BackupPullSecret:    f.backupPullSecret,
-		Budget:              f.webhook.budget,
-		Kinds:               kinds,
+		// The proofs those credentials make are remembered as long (the tag cache), so their reads may be too.
+		PullSecretsTTL:   f.tagCacheTTL,
+		BackupPullSecret: f.backupPullSecret,
+		Budget:           f.webhook.budget,
+		Kinds:            kinds,
 	}); err != nil {
 		return fmt.Errorf("setting up the admission webhook: %w", err)
 	}

@@ -57,7 +57,7 @@ func New(mgr ctrl.Manager, copies CopyFinder, opts Options) (*Webhook, error) {
 		kinds:   map[schema.GroupKind]rewriter{},
 	}
 	if opts.WorkloadPullSecrets {
-		w.pullSecrets = &workload.PullSecrets{Reader: mgr.GetAPIReader()}
+		w.pullSecrets = &workload.PullSecrets{Reader: mgr.GetAPIReader(), TTL: opts.PullSecretsTTL}
 	}
 	kinds := opts.Kinds
 	if len(kinds) == 0 {

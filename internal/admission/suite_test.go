@@ -3,6 +3,8 @@ package admission_test
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -13,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/admission"
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
@@ -67,11 +69,7 @@ var _ = BeforeSuite(func() {
 	testEnv := &envtest.Environment{
 		BinaryAssetsDirectory: testbin.EnvtestAssets(),
 		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{webhookConfiguration(suiteWebhook,
-				&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-					{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"}},
-					{Key: ownWebhookLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
-				}})},
+			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{shippedConfiguration()},
 		},
 	}
 	cfg, err := testEnv.Start()
@@ -114,39 +112,30 @@ var _ = BeforeSuite(func() {
 	waitForWebhook(net.JoinHostPort(install.LocalServingHost, strconv.Itoa(install.LocalServingPort)))
 })
 
-// webhookConfiguration is the shipped configuration (config/components/webhook) for a webhook served at the
-// Service path; envtest turns the Service into its local URL and CA.
+// shippedConfiguration is the MutatingWebhookConfiguration of config/components/webhook, as users install it,
+// except that it leaves out the namespaces of the specs that run a webhook of their own. envtest turns its
+// Service into the local URL and CA of the suite's webhook server.
+func shippedConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
+	GinkgoHelper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "components", "webhook", "mutating_webhook_configuration.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	config := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	Expect(yaml.UnmarshalStrict(data, config)).To(Succeed())
+	Expect(config.Name).To(Equal(suiteWebhook))
+	Expect(config.Webhooks).To(HaveLen(1))
+	sel := config.Webhooks[0].NamespaceSelector
+	sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{Key: ownWebhookLabel, Operator: metav1.LabelSelectorOpDoesNotExist})
+	return config
+}
+
+// webhookConfiguration is a configuration like the shipped one, named name, for the namespaces that match
+// namespaces; its clientConfig is for the caller to set.
 func webhookConfiguration(name string, namespaces *metav1.LabelSelector) *admissionregistrationv1.MutatingWebhookConfiguration {
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: "workloads.image-clone-controller.io",
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
-				Namespace: "image-clone-system", Name: "image-clone-controller-webhook", Path: ptr.To(admission.Path),
-			}},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments", "daemonsets", "statefulsets"},
-					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
-				},
-			}, {
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"batch"}, APIVersions: []string{"v1"}, Resources: []string{"cronjobs", "jobs"},
-					Scope: ptr.To(admissionregistrationv1.NamespacedScope),
-				},
-			}},
-			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
-			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
-			TimeoutSeconds:          ptr.To[int32](5),
-			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
-			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
-			NamespaceSelector:       namespaces,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}
+	GinkgoHelper()
+	config := shippedConfiguration()
+	config.Name = name
+	config.Webhooks[0].NamespaceSelector = namespaces
+	return config
 }
 
 // waitForWebhook waits until the webhook server accepts TLS connections at addr.

@@ -45,6 +45,9 @@ type Options struct {
 	// WorkloadPullSecrets requires the workload's own pull secrets to prove access to each source, as the
 	// reconciler does.
 	WorkloadPullSecrets bool
+	// PullSecretsTTL is how long the webhook reuses the pull secrets it read for a namespace, ServiceAccount
+	// and list of secret names, so that most requests cost no read of the API server (0 reads every time).
+	PullSecretsTTL time.Duration
 	// BackupPullSecret, if set, is added to rewritten pod templates; a namespace that does not hold it yet is
 	// left to the reconciler, which creates it there.
 	BackupPullSecret string

@@ -355,7 +355,8 @@ var _ = Describe("copying an image", func() {
 				}
 				joiner <- err
 			}()
-			Eventually(func() int { return requestsWith(r.upstream, http.MethodHead, "/manifests/v1") }).Should(Equal(2), "the joiner resolved the tag")
+			// At least one HEAD each; a loaded machine may see the leader's repeated once (retryTransport).
+			Eventually(func() int { return requestsWith(r.upstream, http.MethodHead, "/manifests/v1") }).Should(BeNumerically(">=", 2), "the joiner resolved the tag")
 			Eventually(leader).Should(Receive(HaveOccurred()), "the caller that started the transfer gave up")
 			gate.Open()
 			Eventually(joiner).Should(Receive(Succeed()), "the transfer went on for the caller that joined it")

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,6 +27,22 @@ import (
 type PullSecrets struct {
 	// Reader reads ServiceAccounts and Secrets; the manager's API reader, not its cache.
 	Reader client.Reader
+	// TTL, when positive, has Credentials remember what it read for a namespace, ServiceAccount and list of
+	// pull secret names for that long, so that a caller with a small time budget (the admission webhook) does
+	// not read the API server on every request; a rotated Secret takes effect within it. 0 reads every time.
+	TTL time.Duration
+
+	once       sync.Once
+	remembered *cache.LRUExpireCache
+}
+
+// rememberedSize bounds how many credential sets PullSecrets remembers.
+const rememberedSize = 10000
+
+// readCredentials is what Credentials read for one key.
+type readCredentials struct {
+	auth   *registry.Credentials
+	unused []string
 }
 
 // Credentials returns the credentials the pods of a workload in namespace with pod spec spec pull with: the
@@ -31,7 +51,25 @@ type PullSecrets struct {
 // do not exist, cannot be parsed, or that the controller may not read (RBAC scoped to some namespaces) are
 // left out, as the kubelet leaves out the ones it cannot use: the copy then runs with less access, never with
 // more. unused names those secrets and why, for the user to read next to an access error.
-func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
+func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *corev1.PodSpec) (*registry.Credentials, []string, error) {
+	if p.TTL <= 0 {
+		return p.read(ctx, namespace, spec)
+	}
+	p.once.Do(func() { p.remembered = cache.NewLRUExpireCache(rememberedSize) })
+	key := strings.Join([]string{namespace, spec.ServiceAccountName, fmt.Sprint(spec.ImagePullSecrets)}, "\x00")
+	if got, ok := p.remembered.Get(key); ok {
+		r := got.(readCredentials)
+		return r.auth, r.unused, nil
+	}
+	auth, unused, err := p.read(ctx, namespace, spec)
+	if err == nil {
+		p.remembered.Add(key, readCredentials{auth: auth, unused: unused}, p.TTL)
+	}
+	return auth, unused, err
+}
+
+// read is Credentials without memory.
+func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	// The pod's own pull secrets come first, then its ServiceAccount's, as the kubelet orders them: where two
 	// secrets hold credentials for the same key, the first one wins.

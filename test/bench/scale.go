@@ -6,6 +6,10 @@ package main
 // absolute figures and check them against the targets (not judged with -smoke, except the exact
 // counts: copies and blob requests).
 //
+// The controller runs without the admission webhook (--webhook=false, no webhook configuration): these rows
+// measure the reconciler, and with the webhook a Deployment whose copy exists is never patched at all (the
+// webhook rows measure that, see webhook.go).
+//
 // With -cpuprofile DIR the controller runs with --pprof-bind-address and the rows save its profiles there
 // (inspect with go tool pprof -top FILE): scale.cpu.pprof (the first 30 s of convergence), scale.heap.pprof
 // (once converged) and overhead.cpu.pprof (10 s of the overhead row).
@@ -207,6 +211,7 @@ func startScaleCluster(ctx context.Context, cfg scaleConfig) (*localCluster, err
 		nodes:          cfg.nodes,
 		controllerArgs: strings.Fields(os.Getenv("SCALE_CONTROLLER_ARGS")),
 		profileDir:     cfg.profileDir,
+		webhook:        false, // see the file comment
 	})
 }
 
@@ -833,9 +838,9 @@ func scaleCounts(m map[string]float64) string {
 
 func controllerFlags() string {
 	if f := os.Getenv("SCALE_CONTROLLER_ARGS"); f != "" {
-		return "defaults plus " + f
+		return "defaults, --webhook=false, plus " + f
 	}
-	return "defaults"
+	return "defaults, --webhook=false"
 }
 
 // componentCPU returns the CPU time used so far by each component of the cluster, by this process and by the

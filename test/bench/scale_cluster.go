@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
@@ -33,6 +35,7 @@ type localCluster struct {
 	pprofPort  int
 	profileDir string
 	client     kubernetes.Interface
+	restConfig *rest.Config
 	http       *http.Client
 }
 
@@ -40,13 +43,16 @@ type localCluster struct {
 var portVars = []string{
 	"LOCAL_APISERVER_PORT", "LOCAL_ETCD_PORT", "LOCAL_ETCD_PEER_PORT",
 	"LOCAL_BACKUP_REGISTRY_PORT", "LOCAL_UPSTREAM_REGISTRY_PORT", "LOCAL_BACKUP_REGISTRY_DEBUG_PORT",
-	"LOCAL_METRICS_PORT", "LOCAL_PROBE_PORT",
+	"LOCAL_METRICS_PORT", "LOCAL_PROBE_PORT", "LOCAL_WEBHOOK_PORT",
 }
 
 // clusterOptions configure startLocalCluster.
 type clusterOptions struct {
 	nodes          int
 	controllerArgs []string
+	// webhook serves the admission webhook (LOCAL_WEBHOOK); without it the controller runs with --webhook=false
+	// and the cluster has no webhook configuration, so only the reconciler points workloads at their copies.
+	webhook bool
 	// profileDir, when set, has the controller serve /debug/pprof for profiles saved there.
 	profileDir string
 }
@@ -97,6 +103,7 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 		"LOCAL_SEED=false",
 		"LOCAL_NODES="+strconv.Itoa(opts.nodes),
 		"LOCAL_CONTROLLER_ARGS="+strings.Join(args, " "),
+		"LOCAL_WEBHOOK="+strconv.FormatBool(opts.webhook),
 	)
 	for v, p := range c.ports {
 		c.env = append(c.env, fmt.Sprintf("%s=%d", v, p))
@@ -116,6 +123,7 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return c, err
 	}
+	c.restConfig = cfg
 	// The registry's debug server may come up a moment after the registry itself.
 	return c, scalePoll(ctx, 100*time.Millisecond, 30*time.Second, "the backup registry's metrics", func() (bool, error) {
 		_, err := c.backupRegistryMetrics(ctx)
@@ -124,13 +132,17 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 }
 
 // stop runs hack/local-down.sh, which also deletes the state directory, and removes the controller binary.
-// It keeps working when ctx is already cancelled.
+// With BENCH_KEEP_TMP set, the components' logs are copied elsewhere first. It keeps working when ctx is
+// already cancelled.
 func (c *localCluster) stop(ctx context.Context) {
 	if c == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	if os.Getenv("BENCH_KEEP_TMP") != "" && c.dir != "" {
+		c.keepLogs(ctx)
+	}
 	if c.env != nil {
 		if err := c.script(ctx, "hack/local-down.sh"); err != nil {
 			scaleLog("stopping the local cluster failed: %v", err)
@@ -143,9 +155,30 @@ func (c *localCluster) stop(ctx context.Context) {
 	}
 }
 
+// keepLogs copies the cluster's logs directory into a new temporary directory, which outlives the cluster.
+func (c *localCluster) keepLogs(ctx context.Context) {
+	kept, err := os.MkdirTemp("", "bench-local-logs-")
+	if err == nil {
+		err = exec.CommandContext(ctx, "cp", "-r", filepath.Join(c.dir, "logs"), kept).Run()
+	}
+	if err != nil {
+		scaleLog("keeping the logs of %s failed: %v", c.dir, err)
+		return
+	}
+	scaleLog("kept the cluster's logs in %s", filepath.Join(kept, "logs"))
+}
+
 // restartController runs hack/local-up.sh --restart-controller, which returns once the new controller is ready.
 func (c *localCluster) restartController(ctx context.Context) error {
 	return c.script(ctx, "hack/local-up.sh", "--restart-controller")
+}
+
+// setWebhook restarts the controller with the admission webhook on or off (LOCAL_WEBHOOK): off, the controller
+// runs with --webhook=false and the script deletes the webhook configuration; on, it applies it again.
+func (c *localCluster) setWebhook(ctx context.Context, on bool) error {
+	c.env = slices.DeleteFunc(c.env, func(kv string) bool { return strings.HasPrefix(kv, "LOCAL_WEBHOOK=") })
+	c.env = append(c.env, "LOCAL_WEBHOOK="+strconv.FormatBool(on))
+	return c.restartController(ctx)
 }
 
 // script runs one of the hack/local-*.sh scripts in the cluster's environment; its output is returned with
@@ -164,7 +197,7 @@ func (c *localCluster) script(ctx context.Context, name string, args ...string) 
 
 // controllerLogTail returns the last lines of the controller's log, for error messages.
 func (c *localCluster) controllerLogTail() string {
-	b, err := os.ReadFile(filepath.Join(c.dir, "logs", "controller.log"))
+	b, err := os.ReadFile(c.controllerLog())
 	if err != nil || len(b) == 0 {
 		return ""
 	}
@@ -180,6 +213,9 @@ func (c *localCluster) upstreamRegistry() string {
 	return fmt.Sprintf("127.0.0.1:%d", c.ports["LOCAL_UPSTREAM_REGISTRY_PORT"])
 }
 
+// controllerLog is the controller's log file.
+func (c *localCluster) controllerLog() string { return filepath.Join(c.dir, "logs", "controller.log") }
+
 // controllerPID returns the pid of the running controller from its pid file.
 func (c *localCluster) controllerPID() (int, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir, "pids", "controller.pid"))
@@ -192,6 +228,16 @@ func (c *localCluster) controllerPID() (int, error) {
 // controllerMetrics scrapes the controller's /metrics.
 func (c *localCluster) controllerMetrics(ctx context.Context) (metricstest.Samples, error) {
 	return metricstest.Scrape(ctx, c.http, fmt.Sprintf("http://127.0.0.1:%d/metrics", c.ports["LOCAL_METRICS_PORT"]))
+}
+
+// apiserverMetrics scrapes the API server's /metrics.
+func (c *localCluster) apiserverMetrics(ctx context.Context) (metricstest.Samples, error) {
+	client, err := rest.HTTPClientFor(c.restConfig)
+	if err != nil {
+		return nil, err
+	}
+	defer client.CloseIdleConnections()
+	return metricstest.Scrape(ctx, client, strings.TrimSuffix(c.restConfig.Host, "/")+"/metrics")
 }
 
 // backupRegistryMetrics scrapes the backup registry's debug server.

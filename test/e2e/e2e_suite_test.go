@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 var (
@@ -24,10 +26,13 @@ var (
 	root       = filepath.Join("..", "..")
 	kubeconfig string
 	k8sClient  client.Client
-	// Registries and the controller's metrics endpoint as `make local-up` starts them.
+	// Registries and the controller's endpoints as `make local-up` starts them.
 	backupHost   = "127.0.0.1:" + envOr("LOCAL_BACKUP_REGISTRY_PORT", "5001")
 	upstreamHost = "127.0.0.1:" + envOr("LOCAL_UPSTREAM_REGISTRY_PORT", "5002")
 	metricsURL   = "http://127.0.0.1:" + envOr("LOCAL_METRICS_PORT", "8080") + "/metrics"
+	probeURL     = "http://127.0.0.1:" + envOr("LOCAL_PROBE_PORT", "8081")
+	// The API server calls the controller's admission webhook here (the certificate names localhost).
+	webhookHost = "localhost:" + envOr("LOCAL_WEBHOOK_PORT", "9443")
 )
 
 func TestE2E(t *testing.T) {
@@ -36,6 +41,8 @@ func TestE2E(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
+	// The caches that specs start (recordReplicaSets) log through controller-runtime: into the spec's output.
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	SetDefaultEventuallyTimeout(2 * time.Minute)
 	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
 

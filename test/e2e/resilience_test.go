@@ -111,17 +111,24 @@ var _ = Describe("controller crashes", Ordered, func() {
 })
 
 // startController runs a controller process like the local cluster's, with its source mirror for Docker Hub at
-// mirror, its own metrics and probe ports, and extra flags; it returns once the process is ready.
+// mirror, its own metrics, probe and webhook ports, and extra flags; it returns once the process is ready.
+// Its webhook is served where the API server does not call it (the local controller's port stays unused), so
+// that two such processes can run at once, and with a certificate directory of its own.
 func startController(name, mirror string, extra ...string) *exec.Cmd {
 	GinkgoHelper()
 	localDir := localDir()
 	probePort := strconv.Itoa(19000 + rand.IntN(1000))
+	webhookPort := strconv.Itoa(20000 + rand.IntN(1000))
 	args := append([]string{
 		"--kubeconfig=" + filepath.Join(localDir, "controller.kubeconfig"),
 		"--backup-registry=" + backupHost,
 		"--source-mirror=index.docker.io=" + mirror,
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=127.0.0.1:" + probePort,
+		"--webhook-host=127.0.0.1",
+		"--webhook-port=" + webhookPort,
+		"--webhook-cert-dir=" + GinkgoT().TempDir(),
+		"--webhook-cert-names=localhost",
 	}, extra...)
 	cmd := exec.CommandContext(context.Background(), filepath.Join(root, "bin", "image-clone-controller"), args...)
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE=image-clone-system")
