@@ -38,8 +38,8 @@ build: ## Build bin/image-clone-controller.
 	$(GO) build -trimpath -o $(LOCALBIN)/image-clone-controller ./cmd/image-clone-controller
 
 .PHONY: run
-run: ## Run the controller against the current kubeconfig (BACKUP_REGISTRY, ARGS="..." for more flags).
-	$(GO) run ./cmd/image-clone-controller --backup-registry=$(BACKUP_REGISTRY) $(ARGS)
+run: ## Run the controller against the current kubeconfig, without the webhook (BACKUP_REGISTRY, ARGS="..." for more flags).
+	$(GO) run ./cmd/image-clone-controller --backup-registry=$(BACKUP_REGISTRY) --webhook=false $(ARGS)
 
 .PHONY: generate
 generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers.

@@ -341,7 +341,7 @@ start_controller() {
 			log "note: ${CONTROLLER_BIN#"$root"/} changed since the controller started; 'make local-restart-controller' runs the new build"
 		fi
 		if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--webhook=$LOCAL_WEBHOOK"; then
-			log "note: the controller was not started with LOCAL_WEBHOOK=$LOCAL_WEBHOOK; 'make local-restart-controller' restarts it so"
+			log "note: the controller was not started with LOCAL_WEBHOOK=$LOCAL_WEBHOOK; 'make local-restart-controller LOCAL_WEBHOOK=$LOCAL_WEBHOOK' restarts it so"
 		fi
 		return
 	fi

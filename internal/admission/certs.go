@@ -118,7 +118,7 @@ func writeAtomically(path string, data []byte) error {
 // channel closes once the certificate is served and the CA injected.
 func RotateCertificates(mgr ctrl.Manager, serving *ServingCertificate, opts CertOptions) (<-chan struct{}, error) {
 	if opts.Namespace == "" {
-		return nil, errors.New("rotating the webhook certificate needs the controller's namespace (POD_NAMESPACE), which holds its Secret")
+		return nil, errors.New("rotating the webhook certificate needs the controller's namespace (POD_NAMESPACE), which holds its Secret; outside a cluster, set POD_NAMESPACE or pass --webhook=false")
 	}
 	if err := ensureSecret(mgr, opts); err != nil {
 		return nil, err

@@ -49,7 +49,7 @@ func New(mgr ctrl.Manager, copies CopyFinder, opts Options) (*Webhook, error) {
 		opts.Budget = DefaultBudget
 	}
 	w := &Webhook{
-		policy:  workload.NewPolicy(opts.Backup, opts.IgnoredNamespaces, mgr.GetClient()),
+		policy:  workload.NewPolicy(opts.Backup, opts.IgnoredNamespaces, cacheFirst{cache: mgr.GetClient(), api: mgr.GetAPIReader()}),
 		copies:  copies,
 		opts:    opts,
 		decoder: admission.NewDecoder(mgr.GetScheme()),
@@ -94,6 +94,25 @@ func addKind[T client.Object](w *Webhook, mgr ctrl.Manager, kind workload.Kind[T
 	}
 	w.kinds[gvk.GroupKind()] = kindRewriter[T]{kind: kind}
 	return nil
+}
+
+// cacheFirst reads through the manager's cache and asks the API server only for what the cache does not hold
+// (yet): a Deployment applied together with its new Namespace may reach the webhook before the Namespace
+// reaches the cache.
+type cacheFirst struct {
+	cache, api client.Reader
+}
+
+func (c cacheFirst) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := c.cache.Get(ctx, key, obj, opts...)
+	if apierrors.IsNotFound(err) {
+		return c.api.Get(ctx, key, obj, opts...)
+	}
+	return err
+}
+
+func (c cacheFirst) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return c.cache.List(ctx, list, opts...)
 }
 
 // secretPresenceSize bounds how many namespaces the webhook remembers holding the backup pull secret.

@@ -90,8 +90,11 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 		var err error
 		ops, result, err = rw.rewrite(budget, w, req)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil && len(ops) == 0:
 			log.Info("Admitting the workload unchanged; the reconciler will back it up", "error", err.Error())
+		case err != nil:
+			log.Info("Rewrote the images whose copies were found; the reconciler will back up the others", "error", err.Error())
 		}
 	}
 	requestsTotal.WithLabelValues(kind, result).Inc()
@@ -164,20 +167,20 @@ func (k kindRewriter[T]) rewrite(ctx context.Context, w *Webhook, req admission.
 	}
 	ops, _ := workload.ImageOps(k.kind.TemplatePath, spec, found)
 	if w.opts.BackupPullSecret != "" && !workload.ListsPullSecret(spec, w.opts.BackupPullSecret) {
-		present, serr := w.secrets.present(ctx, obj.GetNamespace())
-		if serr != nil || !present {
-			if serr == nil {
-				ctrl.LoggerFrom(ctx).V(1).Info("The namespace has no backup pull secret yet; leaving the workload to the reconciler", "secret", w.opts.BackupPullSecret)
-				return nil, resultNoCopy, err
-			}
+		// Pods could not pull their copies without it.
+		switch present, serr := w.secrets.present(ctx, obj.GetNamespace()); {
+		case serr != nil:
 			return nil, resultError, serr
+		case !present:
+			ctrl.LoggerFrom(ctx).V(1).Info("The namespace has no backup pull secret yet; leaving the workload to the reconciler", "secret", w.opts.BackupPullSecret)
+			return nil, resultNoCopy, nil
 		}
 		ops = append(ops, workload.PullSecretOps(k.kind.TemplatePath, spec, w.opts.BackupPullSecret, "")...)
 	}
 	for image, backup := range found {
 		ctrl.LoggerFrom(ctx).V(1).Info("Pointing workload at backup at admission", "image", image, "backup", backup)
 	}
-	return ops, resultRewritten, nil
+	return ops, resultRewritten, err // err: an image whose copy could not be looked up, left to the reconciler
 }
 
 // findCopies looks up the copy of every external image of spec at once and returns the rewrites of those that
