@@ -1,6 +1,6 @@
-// Command image-clone-controller copies the external images of Deployments and DaemonSets into a backup
-// registry and points the workloads at the copies, from its reconcilers and its admission webhook. This file
-// only turns flags into a running manager.
+// Command image-clone-controller copies the external images of workloads (Deployments, DaemonSets,
+// StatefulSets, CronJobs, Jobs) into a backup registry and points the workloads at the copies, from its
+// reconcilers and its admission webhook. This file only turns flags into a running manager.
 package main
 
 import (
@@ -40,6 +40,7 @@ const defaultIgnoredNamespaces = "kube-public,kube-node-lease,local-path-storage
 type flags struct {
 	backupRegistry          string
 	ignoreNamespaces        string
+	workloadKinds           string
 	maxConcurrentReconciles int
 	maxConcurrentCopies     int
 	sourceMirrors           repeated
@@ -92,6 +93,9 @@ func main() {
 		"Registry (HOST[:PORT][/PATH]) that external images are copied to. Required.")
 	flag.StringVar(&f.ignoreNamespaces, "ignore-namespaces", defaultIgnoredNamespaces,
 		"Comma-separated namespaces whose workloads are left alone, in addition to kube-system and the controller's own namespace (POD_NAMESPACE).")
+	flag.StringVar(&f.workloadKinds, "workload-kinds", strings.Join(workload.KindNames, ","),
+		"Comma-separated workload kinds whose images are backed up: "+strings.Join(workload.KindNames, ", ")+
+			". Jobs are rewritten at admission only (their pod template cannot change); their images are still backed up for the next one.")
 	flag.IntVar(&f.maxConcurrentReconciles, "max-concurrent-reconciles", 4,
 		"Workloads of each kind reconciled in parallel.")
 	flag.IntVar(&f.maxConcurrentCopies, "max-concurrent-copies", 4,
@@ -157,6 +161,10 @@ func run(ctx context.Context, f flags) error {
 	backup, err := imageref.ParseBackup(f.backupRegistry)
 	if err != nil {
 		return fmt.Errorf("--backup-registry: %w", err)
+	}
+	kinds, err := workload.ParseKinds(splitList(f.workloadKinds))
+	if err != nil {
+		return fmt.Errorf("--workload-kinds: %w", err)
 	}
 	copierOpts := registry.Options{
 		Mirrors:             map[string]registry.Mirror{},
@@ -236,11 +244,12 @@ func run(ctx context.Context, f flags) error {
 		WorkloadPullSecrets:     f.workloadPullSecrets,
 		BackupPullSecret:        f.backupPullSecret,
 		OwnNamespace:            ownNamespace,
+		Kinds:                   kinds,
 	}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if f.webhook.enabled {
-		if err := setupWebhook(mgr, copier, serving, f, backup, ignored, ownNamespace); err != nil {
+		if err := setupWebhook(mgr, copier, serving, f, backup, ignored, ownNamespace, kinds); err != nil {
 			return err
 		}
 	}
@@ -259,14 +268,14 @@ func run(ctx context.Context, f flags) error {
 	}
 
 	ctrl.Log.WithName("setup").Info("Starting manager", "backup", backup.String(), "ignoredNamespaces", ignored,
-		"sourceMirrors", f.sourceMirrors.String(), "webhook", f.webhook.enabled)
+		"sourceMirrors", f.sourceMirrors.String(), "webhook", f.webhook.enabled, "kinds", kinds)
 	return mgr.Start(ctx)
 }
 
 // setupWebhook registers the admission webhook, its certificate rotation (unless something else provides the
 // certificate) and its readiness check.
 func setupWebhook(mgr ctrl.Manager, copier *registry.Copier, serving *admission.ServingCertificate, f flags,
-	backup imageref.Backup, ignored []string, ownNamespace string) error {
+	backup imageref.Backup, ignored []string, ownNamespace string, kinds []string) error {
 	if err := admission.SetupWithManager(mgr, copier, admission.Options{
 		Backup:              backup,
 		IgnoredNamespaces:   ignored,
@@ -275,6 +284,7 @@ func setupWebhook(mgr ctrl.Manager, copier *registry.Copier, serving *admission.
 		PullSecretsTTL:   f.tagCacheTTL,
 		BackupPullSecret: f.backupPullSecret,
 		Budget:           f.webhook.budget,
+		Kinds:            kinds,
 	}); err != nil {
 		return fmt.Errorf("setting up the admission webhook: %w", err)
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
-// SetupWithManager registers the webhook at Path on the manager's webhook server, for Deployments and
-// DaemonSets. Every replica serves it: it reads through the manager's cache, which runs whether or not the
+// SetupWithManager registers the webhook at Path on the manager's webhook server, for every kind of
+// opts.Kinds. Every replica serves it: it reads through the manager's cache, which runs whether or not the
 // replica leads.
 func SetupWithManager(mgr ctrl.Manager, copies CopyFinder, opts Options) error {
 	w, err := New(mgr, copies, opts)
@@ -42,7 +42,7 @@ func SetupWithManager(mgr ctrl.Manager, copies CopyFinder, opts Options) error {
 	return nil
 }
 
-// New returns the webhook for Deployments and DaemonSets, reading Namespaces and Services through the
+// New returns the webhook for the kinds of opts.Kinds (all of workload.KindNames if empty), reading Namespaces and Services through the
 // manager's cache and pull secrets through its API reader.
 func New(mgr ctrl.Manager, copies CopyFinder, opts Options) (*Webhook, error) {
 	if opts.Budget <= 0 {
@@ -59,11 +59,29 @@ func New(mgr ctrl.Manager, copies CopyFinder, opts Options) (*Webhook, error) {
 	if opts.WorkloadPullSecrets {
 		w.pullSecrets = &workload.PullSecrets{Reader: mgr.GetAPIReader(), TTL: opts.PullSecretsTTL}
 	}
-	if err := addKind(w, mgr, workload.Deployments); err != nil {
-		return nil, err
+	kinds := opts.Kinds
+	if len(kinds) == 0 {
+		kinds = workload.KindNames
 	}
-	if err := addKind(w, mgr, workload.DaemonSets); err != nil {
-		return nil, err
+	for _, name := range kinds {
+		var err error
+		switch name {
+		case workload.Deployments.Name:
+			err = addKind(w, mgr, workload.Deployments)
+		case workload.DaemonSets.Name:
+			err = addKind(w, mgr, workload.DaemonSets)
+		case workload.StatefulSets.Name:
+			err = addKind(w, mgr, workload.StatefulSets)
+		case workload.CronJobs.Name:
+			err = addKind(w, mgr, workload.CronJobs)
+		case workload.Jobs.Name:
+			err = addKind(w, mgr, workload.Jobs)
+		default:
+			err = fmt.Errorf("unknown workload kind %q", name)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	return w, nil
 }

@@ -53,6 +53,9 @@ type Options struct {
 	BackupPullSecret string
 	// Budget bounds the network work of one request (DefaultBudget if 0).
 	Budget time.Duration
+	// Kinds names the workload kinds rewritten (workload.KindNames; all of them if empty); requests for
+	// others are admitted unchanged.
+	Kinds []string
 }
 
 // Webhook rewrites the pod templates of workloads at admission.
@@ -117,6 +120,7 @@ type kindRewriter[T client.Object] struct {
 func (k kindRewriter[T]) kindName() string { return k.kind.Name }
 
 // rewrite returns the patch for one object of the kind and the request's result:
+//  0. skip an UPDATE of a kind whose template cannot change (Jobs);
 //  1. skip what the reconciler skips (opt-outs, ignored namespaces, the backup registry's own workloads);
 //  2. look up the copy of every external image, all at once within the budget: on UPDATE, a copy the stored
 //     object already runs from is kept as the reconciler keeps it (the backup is asked, not the source, so a
@@ -125,6 +129,10 @@ func (k kindRewriter[T]) kindName() string { return k.kind.Name }
 //  3. with a backup pull secret, add it, but only where the namespace holds it already;
 //  4. rewrite every image whose copy was found.
 func (k kindRewriter[T]) rewrite(ctx context.Context, w *Webhook, req admission.Request) ([]workload.PatchOp, string, error) {
+	if k.kind.ImmutableTemplate && req.Operation != admissionv1.Create {
+		// Its template cannot change: a patch of it would fail the request, not only the rewrite.
+		return nil, resultSkipped, nil
+	}
 	obj := workload.NewObject[T]()
 	if err := w.decoder.DecodeRaw(req.Object, obj); err != nil {
 		return nil, resultError, fmt.Errorf("decoding the %s: %w", k.kind.Name, err)

@@ -8,7 +8,8 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
-// describeBackups renders "source → backup (digest)" for every image that was backed up.
+// describeBackups renders "Backed up source → backup (digest); …" for every image that was backed up, or ""
+// for none.
 func describeBackups(results []backupResult) string {
 	var parts []string
 	for _, res := range results {
@@ -16,7 +17,10 @@ func describeBackups(results []backupResult) string {
 			parts = append(parts, fmt.Sprintf("%s → %s (%s)", res.Name, res.Mapping.PodImage(), res.digest))
 		}
 	}
-	return eventNote("Backed up " + strings.Join(parts, "; "))
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Backed up " + strings.Join(parts, "; ")
 }
 
 // describeIncomplete names the copies that lack some of their signatures, attestations or SBOMs, or "".

@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -41,6 +42,10 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 	log := ctrl.LoggerFrom(ctx).WithValues("workload", klog.KObj(obj), "kind", r.Kind.Name)
 	ctx = ctrl.LoggerInto(ctx, log)
 
+	if owner := metav1.GetControllerOf(obj); owner != nil && slices.Contains(r.Kind.CreatedFrom, owner.Kind) {
+		log.V(1).Info("Skipping workload", "reason", "created from the template of "+owner.Kind+" "+owner.Name+", which is backed up")
+		return reconcile.Result{}, nil
+	}
 	if reason, err := r.policy.SkipReason(ctx, obj, r.Kind.PodTemplate(obj)); err != nil || reason != "" {
 		if reason != "" {
 			log.V(1).Info("Skipping workload", "reason", reason)
@@ -68,7 +73,13 @@ func (r *Reconciler[T]) Reconcile(ctx context.Context, obj T) (reconcile.Result,
 		// just one of them (whichever was sent first).
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonBackupFailed, "BackUp", "%s", describeFailures(plan.failed, creds.unused()))
 	}
-	if plan.patch {
+	switch {
+	case plan.patch && r.Kind.ImmutableTemplate:
+		if note := describeBackups(results); note != "" {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "BackUp", "%s", eventNote(note+
+				". A "+r.Kind.Name+"'s pod template cannot change, so this one runs from its original images; the next one is created on the copies"))
+		}
+	case plan.patch:
 		if err := r.pointAtBackups(ctx, obj, spec, results); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -249,7 +260,7 @@ func (r *Reconciler[T]) pointAtBackups(ctx context.Context, obj T, spec *corev1.
 		return err
 	}
 	if patched {
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s", describeBackups(results))
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonImagesBackedUp, "PatchImages", "%s", eventNote(describeBackups(results)))
 	}
 	return nil
 }

@@ -1,16 +1,16 @@
-// Package controller holds the one reconciler that backs up the images of Deployments and DaemonSets and
-// points their pod templates at the copies. setup.go wires it into a manager, reconcile.go holds its steps,
+// Package controller holds the one reconciler that backs up the images of workloads (every kind of
+// internal/workload) and points their pod templates at the copies. setup.go wires it into a manager, reconcile.go holds its steps,
 // patch.go the JSON patches it writes and events.go the words of its Events.
 package controller
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -75,12 +75,16 @@ type Options struct {
 	BackupPullSecret string
 	// OwnNamespace is the controller's namespace, which holds BackupPullSecret.
 	OwnNamespace string
+	// Kinds names the workload kinds reconciled (workload.KindNames; all of them if empty).
+	Kinds []string
 	// BackupPullSecretRefresh is how often at most a namespace's copy of BackupPullSecret is compared with its
 	// source, as workloads of the namespace are patched or reconciled (default 1m).
 	BackupPullSecretRefresh time.Duration
 }
 
-// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;daemonsets;statefulsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -89,22 +93,47 @@ type Options struct {
 // need permissions of their own, kept in separate ClusterRoles (config/rbac/pull_secrets_role.yaml,
 // config/components/backup-pull-secret) so that they can be scoped to some namespaces or left out.
 
-// SetupWithManager registers the image backup reconciler for Deployments and DaemonSets.
+// SetupWithManager registers the image backup reconciler for every kind of opts.Kinds (all of
+// workload.KindNames if empty).
 func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error {
-	rec := mgr.GetEventRecorder("image-clone-controller")
 	if err := workload.IndexBackupServices(context.Background(), mgr.GetFieldIndexer(), opts.Backup); err != nil {
 		return err
 	}
 	if opts.BackupPullSecret != "" && opts.OwnNamespace == "" {
 		return errors.New("a backup pull secret needs the controller's namespace (POD_NAMESPACE), which holds its source")
 	}
-	if err := (&Reconciler[*appsv1.Deployment]{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: workload.Deployments,
-	}).SetupWithManager(mgr); err != nil {
-		return err
+	kinds := opts.Kinds
+	if len(kinds) == 0 {
+		kinds = workload.KindNames
 	}
-	return (&Reconciler[*appsv1.DaemonSet]{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Copier: copier, Options: opts, Kind: workload.DaemonSets,
+	for _, name := range kinds {
+		var err error
+		switch name {
+		case workload.Deployments.Name:
+			err = setupKind(mgr, copier, opts, workload.Deployments)
+		case workload.DaemonSets.Name:
+			err = setupKind(mgr, copier, opts, workload.DaemonSets)
+		case workload.StatefulSets.Name:
+			err = setupKind(mgr, copier, opts, workload.StatefulSets)
+		case workload.CronJobs.Name:
+			err = setupKind(mgr, copier, opts, workload.CronJobs)
+		case workload.Jobs.Name:
+			err = setupKind(mgr, copier, opts, workload.Jobs)
+		default:
+			err = fmt.Errorf("unknown workload kind %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setupKind registers the reconciler of kind.
+func setupKind[T client.Object](mgr ctrl.Manager, copier ImageCopier, opts Options, kind workload.Kind[T]) error {
+	return (&Reconciler[T]{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("image-clone-controller"),
+		Copier: copier, Options: opts, Kind: kind,
 	}).SetupWithManager(mgr)
 }
 

@@ -17,7 +17,7 @@ package main
 // Environment, for investigations:
 //
 //	SCALE_CONTROLLER_ARGS  more controller flags, e.g. "--max-concurrent-reconciles=8"
-//	SCALE_REPLICAS         replicas of every Deployment (default 1, see scaleConfig)
+//	SCALE_REPLICAS         replicas of every Deployment and StatefulSet (default 1, see scaleConfig)
 
 import (
 	"context"
@@ -40,12 +40,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
 
 func init() {
@@ -57,14 +59,17 @@ func init() {
 
 // scaleConfig sizes the rows.
 type scaleConfig struct {
-	smoke                                       bool
-	namespaces, deployments, daemonSets, images int
-	overheadSamples                             int
+	smoke              bool
+	namespaces, images int
+	// How many workloads of each kind the scale row creates.
+	deployments, daemonSets, statefulSets, cronJobs int
+	overheadSamples                                 int
 	// nodes is the number of kwok nodes; every DaemonSet runs one pod per node.
 	nodes int
-	// replicas of every Deployment: 1. The pods (and their rollouts when the controller patches the
-	// templates) do not overwhelm a 2-core machine: the controller manager creates them at its client rate
-	// limit, so most of that churn trails the controller. SCALE_REPLICAS=0 takes pods out of the picture.
+	// replicas of every Deployment and StatefulSet: 1. The pods (and their rollouts when the controller
+	// patches the templates) do not overwhelm a 2-core machine: the controller manager creates them at its
+	// client rate limit, so most of that churn trails the controller. SCALE_REPLICAS=0 takes pods out of the
+	// picture. CronJobs are suspended, so that none creates a Job during the run.
 	replicas        int32
 	createWorkers   int
 	convergeTimeout time.Duration
@@ -74,12 +79,13 @@ type scaleConfig struct {
 
 func scaleConfigFor(env *benchEnv) scaleConfig {
 	cfg := scaleConfig{
-		namespaces: 50, deployments: 2000, daemonSets: 200, images: 100, overheadSamples: 200,
+		namespaces: 50, deployments: 2000, daemonSets: 200, statefulSets: 200, cronJobs: 200, images: 100, overheadSamples: 200,
 		nodes: 1, replicas: 1, createWorkers: 16, convergeTimeout: 10 * time.Minute, profileDir: env.cpuProfile,
 	}
 	if env.smoke {
 		cfg.smoke = true
-		cfg.namespaces, cfg.deployments, cfg.daemonSets, cfg.images, cfg.overheadSamples = 2, 20, 2, 5, 20
+		cfg.namespaces, cfg.deployments, cfg.daemonSets, cfg.statefulSets, cfg.cronJobs = 2, 20, 2, 2, 2
+		cfg.images, cfg.overheadSamples = 5, 20
 		cfg.convergeTimeout = 2 * time.Minute
 	}
 	if r, err := strconv.Atoi(os.Getenv("SCALE_REPLICAS")); err == nil && r >= 0 {
@@ -96,15 +102,23 @@ const (
 	overheadImageIndex = 7
 )
 
-func (cfg scaleConfig) workloads() int { return cfg.deployments + cfg.daemonSets }
+func (cfg scaleConfig) workloads() int {
+	return cfg.deployments + cfg.daemonSets + cfg.statefulSets + cfg.cronJobs
+}
+
+// kindCounts are the number of workloads of each kind, by the kind label of the controller's metrics.
+func (cfg scaleConfig) kindCounts() map[string]int {
+	return map[string]int{"Deployment": cfg.deployments, "DaemonSet": cfg.daemonSets, "StatefulSet": cfg.statefulSets,
+		"CronJob": cfg.cronJobs}
+}
 
 func (cfg scaleConfig) describe() string {
-	return fmt.Sprintf("%d Deployments + %d DaemonSets in %d namespaces, %d images", cfg.deployments, cfg.daemonSets,
-		cfg.namespaces, cfg.images)
+	return fmt.Sprintf("%d Deployments + %d DaemonSets + %d StatefulSets + %d CronJobs in %d namespaces, %d images",
+		cfg.deployments, cfg.daemonSets, cfg.statefulSets, cfg.cronJobs, cfg.namespaces, cfg.images)
 }
 
 func (cfg scaleConfig) setup() string {
-	return fmt.Sprintf("%d kwok node(s), Deployment replicas %d", cfg.nodes, cfg.replicas)
+	return fmt.Sprintf("%d kwok node(s), Deployment and StatefulSet replicas %d", cfg.nodes, cfg.replicas)
 }
 
 // profileSeconds is the length of a CPU profile: full, or a few seconds with -smoke.
@@ -274,6 +288,7 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 
 	total := float64(cfg.workloads())
 	var patched, patchedAtCreated float64
+	var patchedKinds map[string]float64
 	lastReport := time.Now()
 	var createErr error
 	creating := true
@@ -294,17 +309,19 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			return false, err
 		}
 		patched = m.Sum("image_clone_workloads_patched_total", nil)
+		patchedKinds = m.By("image_clone_workloads_patched_total", "kind")
 		if time.Since(lastReport) >= 5*time.Second {
 			lastReport = time.Now()
-			scaleLog("%4.0fs: %.0f workloads patched, %.0f images copied", time.Since(start).Seconds(), patched,
+			scaleLog("%4.0fs: %.0f workloads patched (%s), %.0f images copied", time.Since(start).Seconds(), patched,
+				scaleCounts(patchedKinds),
 				m.Sum("image_clone_copies_total", map[string]string{"result": "copied"})-before.Sum("image_clone_copies_total", map[string]string{"result": "copied"}))
 		}
-		return !creating && patched >= total, nil
+		return !creating && allPatched(patchedKinds, cfg.kindCounts()), nil
 	})
 	converge := time.Since(start)
 	if err != nil {
-		return nil, fmt.Errorf("%d of %d workloads patched after %s: %w%s", int(patched), int(total),
-			converge.Round(time.Second), err, c.controllerLogTail())
+		return nil, fmt.Errorf("%d of %d workloads patched (%s) after %s: %w%s", int(patched), int(total),
+			scaleCounts(patchedKinds), converge.Round(time.Second), err, c.controllerLogTail())
 	}
 	scaleLog("all %d workloads patched %s after creation started (creation took %s)", int(total),
 		converge.Round(10*time.Millisecond), createDuration.Round(10*time.Millisecond))
@@ -341,9 +358,11 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 		requestsTotal += v
 	}
 	reconciles := scaleDelta(before, after, "controller_runtime_reconcile_total", "result")
+	reconcilesByController := scaleDelta(before, after, "controller_runtime_reconcile_total", "controller")
+	patchedByKind := scaleDelta(before, after, "image_clone_workloads_patched_total", "kind")
 
 	row := "scale: " + cfg.describe()
-	setup := fmt.Sprintf("%s (%s pods existed when all were patched); controller flags: %s", cfg.setup(), pods,
+	setup := fmt.Sprintf("%s, CronJobs suspended (%s pods existed when all were patched); controller flags: %s", cfg.setup(), pods,
 		controllerFlags())
 	return []Result{
 		{
@@ -352,9 +371,9 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			Values:  map[string]float64{"ours": converge.Seconds()},
 			Target:  fmt.Sprintf("< %g s", targetConverge.Seconds()),
 			Met:     cfg.judge(converge < targetConverge),
-			Note: fmt.Sprintf("%s; creating took %.1f s (%d parallel clients), %.0f workloads were patched by then; "+
+			Note: fmt.Sprintf("%s; patched by kind: %s; creating took %.1f s (%d parallel clients), %.0f workloads were patched by then; "+
 				"mean reconcile %s, mean wait in queue %s, mean copy %s; CPU seconds while converging: %s",
-				setup, createDuration.Seconds(), cfg.createWorkers, patchedAtCreated,
+				setup, scaleCounts(patchedByKind), createDuration.Seconds(), cfg.createWorkers, patchedAtCreated,
 				meanSeconds(before, after, "controller_runtime_reconcile_time_seconds"),
 				meanSeconds(before, after, "workqueue_queue_duration_seconds"),
 				meanSeconds(before, after, "image_clone_copy_duration_seconds"), cpu),
@@ -373,8 +392,9 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			Row:     row,
 			Measure: "API server requests by the controller (rest_client_requests_total)",
 			Values:  map[string]float64{"ours": requestsTotal},
-			Note: fmt.Sprintf("%.2f per workload; by method: %s; by code: %s; reconciles: %s", requestsTotal/total,
-				scaleCounts(requests), scaleCounts(codes), scaleCounts(reconciles)),
+			Note: fmt.Sprintf("%.2f per workload; by method: %s; by code: %s; reconciles: %s; by controller: %s",
+				requestsTotal/total, scaleCounts(requests), scaleCounts(codes), scaleCounts(reconciles),
+				scaleCounts(reconcilesByController)),
 		},
 		{
 			Row:     row,
@@ -382,18 +402,18 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 			Values:  map[string]float64{"ours": float64(rss) / (1 << 20)},
 			Target:  fmt.Sprintf("< %d MiB", targetRSSMiB),
 			Met:     cfg.judge(rss < targetRSSMiB<<20),
-			Note: fmt.Sprintf("at the end of convergence, with every Deployment, DaemonSet and Namespace in the informer caches; "+
+			Note: fmt.Sprintf("at the end of convergence, with every workload and Namespace in the informer caches; "+
 				"resident now: %s; after the restart, with nothing to copy, the peak is lower (see the restart row)", rssParts(pid)),
 		},
 	}, nil
 }
 
-// createWorkloads creates the Deployments and DaemonSets round-robin over the namespaces and images, with
-// cfg.createWorkers parallel requests.
+// createWorkloads creates the workloads round-robin over the namespaces and images, with cfg.createWorkers
+// parallel requests.
 func createWorkloads(ctx context.Context, c *localCluster, cfg scaleConfig, namespaces []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cfg.createWorkers)
-	for i := range max(cfg.deployments, cfg.daemonSets) {
+	for i := range max(cfg.deployments, cfg.daemonSets, cfg.statefulSets, cfg.cronJobs) {
 		if i < cfg.deployments {
 			g.Go(func() error {
 				d := scaleDeployment(namespaces[i%len(namespaces)], fmt.Sprintf("d-%04d", i), scaleImage(i%cfg.images), cfg.replicas)
@@ -401,11 +421,26 @@ func createWorkloads(ctx context.Context, c *localCluster, cfg scaleConfig, name
 				return err
 			})
 		}
-		// Spread the DaemonSets over the creation instead of creating them all at the end.
+		// The other kinds are interleaved with the first Deployments instead of created all at the end, each
+		// with its own mix of the images.
 		if i < cfg.daemonSets {
 			g.Go(func() error {
 				ds := scaleDaemonSet(namespaces[i%len(namespaces)], fmt.Sprintf("ds-%04d", i), scaleImage((i*7+3)%cfg.images))
 				_, err := c.client.AppsV1().DaemonSets(ds.Namespace).Create(gctx, ds, metav1.CreateOptions{})
+				return err
+			})
+		}
+		if i < cfg.statefulSets {
+			g.Go(func() error {
+				s := scaleStatefulSet(namespaces[i%len(namespaces)], fmt.Sprintf("sts-%04d", i), scaleImage((i*11+5)%cfg.images), cfg.replicas)
+				_, err := c.client.AppsV1().StatefulSets(s.Namespace).Create(gctx, s, metav1.CreateOptions{})
+				return err
+			})
+		}
+		if i < cfg.cronJobs {
+			g.Go(func() error {
+				cj := scaleCronJob(namespaces[i%len(namespaces)], fmt.Sprintf("cj-%04d", i), scaleImage((i*13+1)%cfg.images))
+				_, err := c.client.BatchV1().CronJobs(cj.Namespace).Create(gctx, cj, metav1.CreateOptions{})
 				return err
 			})
 		}
@@ -443,6 +478,43 @@ func scaleDaemonSet(namespace, name, image string) *appsv1.DaemonSet {
 	}
 }
 
+// allPatched reports whether every kind has had as many patches as it has workloads.
+func allPatched(patched map[string]float64, want map[string]int) bool {
+	for kind, n := range want {
+		if patched[kind] < float64(n) {
+			return false
+		}
+	}
+	return true
+}
+
+func scaleStatefulSet(namespace, name, image string, replicas int32) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: scalePodTemplate(name, image),
+		},
+	}
+}
+
+// scaleCronJob returns a suspended CronJob: the row measures its template, and the Jobs it would create at
+// the top of the hour would only add pods that the controller leaves to the CronJob.
+func scaleCronJob(namespace, name, image string) *batchv1.CronJob {
+	template := scalePodTemplate(name, image)
+	template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	suspend := true
+	return &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: batchv1.CronJobSpec{
+			Schedule:    "0 * * * *",
+			Suspend:     &suspend,
+			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: template}},
+		},
+	}
+}
+
 // countPods returns how many pods the cluster has, from the API server's cache ("?" if the list fails).
 func countPods(ctx context.Context, c *localCluster) string {
 	pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
@@ -452,17 +524,18 @@ func countPods(ctx context.Context, c *localCluster) string {
 	return strconv.Itoa(len(pods.Items))
 }
 
-// verifyPatched checks, from the API server, that every workload points at the backup registry.
+// verifyPatched checks, from the API server, that every workload of every kind points at the backup registry.
 func verifyPatched(ctx context.Context, c *localCluster, namespaces []string, cfg scaleConfig) error {
 	prefix := c.backupRegistry() + "/"
-	var good, bad int
+	good := map[string]int{}
+	var bad int
 	var example string
-	check := func(name, image string) {
-		if strings.HasPrefix(image, prefix) {
-			good++
+	check := func(kind, name string, spec corev1.PodSpec) {
+		if image := spec.Containers[0].Image; strings.HasPrefix(image, prefix) {
+			good[kind]++
 		} else {
 			bad++
-			example = name + " has " + image
+			example = kind + " " + name + " has " + image
 		}
 	}
 	for _, ns := range namespaces {
@@ -471,18 +544,35 @@ func verifyPatched(ctx context.Context, c *localCluster, namespaces []string, cf
 			return err
 		}
 		for _, d := range ds.Items {
-			check(ns+"/"+d.Name, d.Spec.Template.Spec.Containers[0].Image)
+			check("Deployment", ns+"/"+d.Name, d.Spec.Template.Spec)
 		}
 		dss, err := c.client.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
 		}
 		for _, d := range dss.Items {
-			check(ns+"/"+d.Name, d.Spec.Template.Spec.Containers[0].Image)
+			check("DaemonSet", ns+"/"+d.Name, d.Spec.Template.Spec)
+		}
+		sts, err := c.client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, s := range sts.Items {
+			check("StatefulSet", ns+"/"+s.Name, s.Spec.Template.Spec)
+		}
+		cjs, err := c.client.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cj := range cjs.Items {
+			check("CronJob", ns+"/"+cj.Name, cj.Spec.JobTemplate.Spec.Template.Spec)
 		}
 	}
-	if bad > 0 || good != cfg.workloads() {
-		return fmt.Errorf("%d workloads point at the backup registry, %d do not (e.g. %s); want %d", good, bad, example, cfg.workloads())
+	for kind, want := range cfg.kindCounts() {
+		if bad > 0 || good[kind] != want {
+			return fmt.Errorf("%d %ss point at the backup registry, want %d; %d workloads do not (e.g. %s)",
+				good[kind], kind, want, bad, example)
+		}
 	}
 	return nil
 }
@@ -512,15 +602,17 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 	if err != nil {
 		return nil, err
 	}
-	wantDeploy, wantDS := float64(cfg.deployments), float64(cfg.daemonSets)
 	var m metricstest.Samples
 	err = scalePoll(ctx, 50*time.Millisecond, 5*time.Minute, "every workload to be reconciled after the restart", func() (bool, error) {
 		if m, err = c.controllerMetrics(ctx); err != nil {
 			return false, err
 		}
-		return m.Sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-deployment"}) >= wantDeploy &&
-			m.Sum("controller_runtime_reconcile_total", map[string]string{"controller": "image-clone-daemonset"}) >= wantDS &&
-			controllersQuiet(m) && c.controllerReady(ctx), nil
+		for kind, n := range cfg.kindCounts() {
+			if m.Sum("controller_runtime_reconcile_total", map[string]string{"controller": scaleController(kind)}) < float64(n) {
+				return false, nil
+			}
+		}
+		return controllersQuiet(m) && c.controllerReady(ctx), nil
 	})
 	steady := time.Since(started)
 	if err != nil {
@@ -571,9 +663,13 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 	}, nil
 }
 
-// controllersQuiet reports whether both controllers have empty queues and no reconcile running.
+// scaleController is the name of the controller of a workload kind (see internal/controller's setup.go).
+func scaleController(kind string) string { return "image-clone-" + strings.ToLower(kind) }
+
+// controllersQuiet reports whether every controller has an empty queue and no reconcile running.
 func controllersQuiet(m metricstest.Samples) bool {
-	for _, ctrl := range []string{"image-clone-deployment", "image-clone-daemonset"} {
+	for _, kind := range workload.KindNames {
+		ctrl := scaleController(kind)
 		if m.Sum("workqueue_depth", map[string]string{"name": ctrl}) != 0 ||
 			m.Sum("controller_runtime_active_workers", map[string]string{"controller": ctrl}) != 0 {
 			return false

@@ -86,9 +86,7 @@ var _ = Describe("the local cluster", Ordered, func() {
 		Eventually(deploymentRolledOut(d)).Should(Succeed())
 
 		By("deleting the image from the upstream registry")
-		Expect(remote.Delete(mustRef(upstreamHost + "/" + repo + "@" + digest.String()))).To(Succeed())
-		_, err := remote.Head(mustRef(upstreamHost + "/" + repo + ":1.0"))
-		Expect(err).To(HaveOccurred(), "the upstream image must really be gone")
+		deleteUpstream(repo, digest)
 
 		By("scaling up and replacing every pod, as a node rotation would")
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d)).To(Succeed())
@@ -287,4 +285,12 @@ func pushRandomImage(prefix string) (repo, image, backupImage string, digest v1.
 	digest, err = idx.Digest()
 	Expect(err).NotTo(HaveOccurred())
 	return repo, strings.TrimPrefix(repo, "library/") + ":1.0", backupHost + "/index_docker_io/" + repo + ":1.0", digest
+}
+
+// deleteUpstream deletes an image of pushRandomImage from the upstream registry and checks that it is gone.
+func deleteUpstream(repo string, digest v1.Hash) {
+	GinkgoHelper()
+	Expect(remote.Delete(mustRef(upstreamHost + "/" + repo + "@" + digest.String()))).To(Succeed())
+	_, err := remote.Head(mustRef(upstreamHost + "/" + repo + ":1.0"))
+	Expect(err).To(HaveOccurred(), "the upstream image must really be gone")
 }

@@ -23,10 +23,14 @@ func newNamespace() string {
 	return ns.Name
 }
 
-// newDeployment and newDaemonSet build workloads whose pods are labelled app=<name>.
+// newDeployment, newDaemonSet, newStatefulSet, newCronJob and newJob build workloads whose pods are labelled
+// app=<name>.
 var (
-	newDeployment = workloadtest.Deployment
-	newDaemonSet  = workloadtest.DaemonSet
+	newDeployment  = workloadtest.Deployment
+	newDaemonSet   = workloadtest.DaemonSet
+	newStatefulSet = workloadtest.StatefulSet
+	newCronJob     = workloadtest.CronJob
+	newJob         = workloadtest.Job
 )
 
 // templateImages returns the init container images followed by the container images of a workload.

@@ -1,4 +1,4 @@
-// Package workloadtest builds Deployments and DaemonSets for tests and reads back what the controller did to
+// Package workloadtest builds workloads (Deployments, DaemonSets, StatefulSets, CronJobs, Jobs) for tests and reads back what the controller did to
 // them: their images and the Events recorded about them.
 package workloadtest
 
@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +49,40 @@ func DaemonSet(ns, name string, initImages, images []string) *appsv1.DaemonSet {
 	}
 }
 
+// StatefulSet returns a StatefulSet whose pods are labelled app=<name>.
+func StatefulSet(ns, name string, initImages, images []string) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.StatefulSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: PodTemplate(name, initImages, images),
+		},
+	}
+}
+
+// CronJob returns a CronJob that runs every hour, whose pods are labelled app=<name>.
+func CronJob(ns, name string, initImages, images []string) *batchv1.CronJob {
+	template := PodTemplate(name, initImages, images)
+	template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	return &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: batchv1.CronJobSpec{
+			Schedule:    "0 * * * *",
+			JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: template}},
+		},
+	}
+}
+
+// Job returns a Job whose pods are labelled app=<name>.
+func Job(ns, name string, initImages, images []string) *batchv1.Job {
+	template := PodTemplate(name, initImages, images)
+	template.Spec.RestartPolicy = corev1.RestartPolicyNever
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       batchv1.JobSpec{Template: template},
+	}
+}
+
 // ContainerImages returns the init container images followed by the container images of a pod spec.
 func ContainerImages(spec corev1.PodSpec) []string {
 	var images []string
@@ -57,7 +92,7 @@ func ContainerImages(spec corev1.PodSpec) []string {
 	return images
 }
 
-// TemplateImages reads a Deployment or DaemonSet into obj and returns its pod template's images.
+// TemplateImages reads a workload into obj and returns its pod template's images.
 func TemplateImages(ctx context.Context, c client.Client, obj client.Object) ([]string, error) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 		return nil, err
@@ -67,8 +102,14 @@ func TemplateImages(ctx context.Context, c client.Client, obj client.Object) ([]
 		return ContainerImages(o.Spec.Template.Spec), nil
 	case *appsv1.DaemonSet:
 		return ContainerImages(o.Spec.Template.Spec), nil
+	case *appsv1.StatefulSet:
+		return ContainerImages(o.Spec.Template.Spec), nil
+	case *batchv1.CronJob:
+		return ContainerImages(o.Spec.JobTemplate.Spec.Template.Spec), nil
+	case *batchv1.Job:
+		return ContainerImages(o.Spec.Template.Spec), nil
 	}
-	return nil, fmt.Errorf("%T is not a Deployment or DaemonSet", obj)
+	return nil, fmt.Errorf("%T is not a workload", obj)
 }
 
 // Events returns "<Type> <Reason>: <note>" for every Event recorded about obj, repeated as often as the
