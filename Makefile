@@ -169,19 +169,27 @@ require-docker:
 ##@ Tools
 
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+COSIGN ?= $(LOCALBIN)/cosign
 CRANE ?= $(LOCALBIN)/crane
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 KIND ?= $(LOCALBIN)/kind
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
+ORAS ?= $(LOCALBIN)/oras
 SKAFFOLD ?= $(LOCALBIN)/skaffold
 SETUP_ENVTEST ?= $(LOCALBIN)/setup-envtest
 
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+# Signs and attests test images with a local key, so that tests check that signatures and attestations
+# are copied along with an image. Newest release; its go.mod asks for go 1.26.0.
+COSIGN_VERSION ?= v3.1.3
 # The peer make bench compares the copy engine with; the same go-containerregistry release as go.mod.
 CRANE_VERSION ?= v0.22.1
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KIND_VERSION ?= v0.33.0
 KUSTOMIZE_VERSION ?= v5.8.2
+# Attaches OCI 1.1 referrers (e.g. an SBOM) to test images, so that tests check that referrers are copied too.
+# Newest release; its go.mod asks for go 1.26.7.
+ORAS_VERSION ?= v1.3.6
 SETUP_ENVTEST_VERSION ?= v0.25.1
 # Newest skaffold release whose checksum the Go checksum database serves through the module proxy.
 SKAFFOLD_VERSION ?= v2.16.1
@@ -190,6 +198,11 @@ SKAFFOLD_VERSION ?= v2.16.1
 controller-gen: $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION) ## Install controller-gen into bin/.
 $(CONTROLLER_GEN)-$(CONTROLLER_TOOLS_VERSION):
 	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: cosign
+cosign: $(COSIGN)-$(COSIGN_VERSION) ## Install cosign into bin/.
+$(COSIGN)-$(COSIGN_VERSION):
+	$(call go-install-tool,$(COSIGN),github.com/sigstore/cosign/v3/cmd/cosign,$(COSIGN_VERSION))
 
 .PHONY: crane
 crane: $(CRANE)-$(CRANE_VERSION) ## Install crane into bin/.
@@ -210,6 +223,11 @@ $(KIND)-$(KIND_VERSION):
 kustomize: $(KUSTOMIZE)-$(KUSTOMIZE_VERSION) ## Install kustomize into bin/.
 $(KUSTOMIZE)-$(KUSTOMIZE_VERSION):
 	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: oras
+oras: $(ORAS)-$(ORAS_VERSION) ## Install oras into bin/.
+$(ORAS)-$(ORAS_VERSION):
+	$(call go-install-tool,$(ORAS),oras.land/oras/cmd/oras,$(ORAS_VERSION))
 
 .PHONY: skaffold
 skaffold: $(SKAFFOLD)-$(SKAFFOLD_VERSION) ## Install skaffold into bin/.
