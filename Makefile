@@ -75,9 +75,10 @@ verify-generate: generate
 ##@ Test
 
 .PHONY: test
-test: test-binaries ## Run unit, registry and envtest suites (installs what they need on first use).
+test: test-binaries cosign oras ## Run unit, registry, envtest and signing suites (installs what they need on first use).
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh envtest-dir)" \
 	REGISTRY_BINARY="$$(hack/test-binaries.sh registry)" \
+	COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" ORAS_BINARY="$(ORAS)-$(ORAS_VERSION)" \
 	$(GO) test ./... -race -count=1 $(GINKGO_FLAGS)
 
 .PHONY: test-e2e

@@ -1,5 +1,5 @@
-// Package testbin finds the binaries that test suites start: kube-apiserver and etcd for envtest, and the
-// distribution registry. `make test` passes their locations in the environment; without it, the suites use
+// Package testbin finds the binaries that test suites start: kube-apiserver and etcd for envtest, the
+// distribution registry, and the registry clients (cosign, oras) whose behaviour the suites check. `make test` passes their locations in the environment; without it, the suites use
 // the cache that hack/test-binaries.sh fills, so `go test ./...` works after one `make test-binaries`.
 package testbin
 
@@ -46,4 +46,40 @@ func cacheDir() string {
 		cache = filepath.Join(home, ".cache")
 	}
 	return filepath.Join(cache, "image-clone-controller")
+}
+
+// Client returns the binary of a registry client the Makefile installs into bin/ (cosign, oras): the
+// environment variable envVar (make test sets COSIGN_BINARY and ORAS_BINARY), else bin/<name> of the
+// repository. The error says how to install it.
+func Client(name, envVar string) (string, error) {
+	if binary := os.Getenv(envVar); binary != "" {
+		return binary, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	binary := filepath.Join(root, "bin", name)
+	if _, err := os.Stat(binary); err != nil {
+		return "", fmt.Errorf("no %s binary (%s unset and %s missing): run `make test`, or `make %s` once", name, envVar, binary, name)
+	}
+	return binary, nil
+}
+
+// repoRoot finds the repository's root: the nearest directory upwards that holds go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
