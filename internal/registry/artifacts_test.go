@@ -6,10 +6,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -152,6 +154,55 @@ var _ = Describe("copying signatures, attestations and referrers along", func() 
 			_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(many + ":v1"), Target: r.dst("backup/" + many + ":v1")})
 			Expect(err).NotTo(HaveOccurred())
 			Expect(referrersAt(manyDst, subject)).To(HaveLen(64))
+		})
+
+		It("copies a buildx-style index with its attestation manifests (platform unknown/unknown)", func(ctx SpecContext) {
+			repo := uniqueRepo("buildx")
+			app, err := random.Image(512, 1)
+			Expect(err).NotTo(HaveOccurred())
+			attestation, err := random.Image(256, 1)
+			Expect(err).NotTo(HaveOccurred())
+			appDigest, err := app.Digest()
+			Expect(err).NotTo(HaveOccurred())
+			idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+				mutate.IndexAddendum{Add: app, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+				mutate.IndexAddendum{Add: attestation, Descriptor: v1.Descriptor{
+					Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
+					Annotations: map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": appDigest.String()},
+				}})
+			digest, err := r.upstream.WriteIndex(repo+":v1", idx)
+			Expect(err).NotTo(HaveOccurred())
+
+			_, err = copier.Copy(withLogger(ctx), registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1")})
+			Expect(err).NotTo(HaveOccurred())
+			copied, err := remote.Index(r.dst("backup/" + repo + ":v1"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(copied.Digest()).To(Equal(digest))
+			m, err := copied.IndexManifest()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(m.Manifests).To(ContainElement(HaveField("Platform.OS", "unknown")))
+			for _, child := range m.Manifests {
+				img, err := remote.Image(r.dst("backup/" + repo + ":v1").Context().Digest(child.Digest.String()))
+				Expect(err).NotTo(HaveOccurred())
+				Expect(validate.Image(img)).To(Succeed(), "%s (%s) and its blobs are in the copy", child.Digest, child.Platform)
+			}
+		})
+
+		It("brings a signature made after the copy when the copy is made again", func(ctx SpecContext) {
+			repo := uniqueRepo("later")
+			digest := r.pushImage(repo + ":v1")
+			src, dst := mustRef(r.upstream.Host+"/"+repo).Context(), mustTag(r.backup.Host+"/backup/"+repo+":v1").Context()
+			req := registry.CopyRequest{Source: r.src(repo + ":v1"), Target: r.dst("backup/" + repo + ":v1"), KeepExisting: true}
+			_, err := copier.Copy(withLogger(ctx), req)
+			Expect(err).NotTo(HaveOccurred())
+			sig := pushSignatureTag(src, digest, ".sig")
+			_, err = remote.Head(dst.Tag("sha256-" + digest.Hex + ".sig"))
+			Expect(err).To(HaveOccurred(), "not there yet: the copy was made before the signature")
+
+			Expect(r.backup.LoseRepository("backup/"+repo, "v1")).To(Succeed())
+			_, err = copier.Copy(withLogger(ctx), req)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(headDigest(dst.Tag("sha256-" + digest.Hex + ".sig"))).To(Equal(sig))
 		})
 
 		Context("when the source's referrers cannot be read", func() {
