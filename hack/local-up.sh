@@ -23,6 +23,8 @@
 #   LOCAL_APISERVER_PORT=6443              kube-apiserver (HTTPS)
 #   LOCAL_ETCD_PORT=2379                   etcd clients
 #   LOCAL_ETCD_PEER_PORT=2380              etcd peers
+#   LOCAL_KWOK_CONTROLLER_PORT=10247       kwok-controller's health endpoint (kwokctl would pick one itself,
+#                                          the same for two clusters started at the same moment)
 #   LOCAL_BACKUP_REGISTRY_PORT=5001        backup registry (the controller's --backup-registry)
 #   LOCAL_UPSTREAM_REGISTRY_PORT=5002      upstream registry (the controller's --source-mirror target)
 #   LOCAL_BACKUP_REGISTRY_DEBUG_PORT=5011  backup registry's debug server: Prometheus metrics of the requests
@@ -231,7 +233,7 @@ EOF
 #   - kube-controller-manager and kube-scheduler serve nothing (--secure-port=0): fewer ports, and nothing
 #     here scrapes them; no leader election, which would only delay a restarted one. Each controller of the
 #     controller manager uses its own ServiceAccount, as in a real cluster.
-#   - kwok serves nothing either (no --server-address). It manages the nodes annotated
+#   - kwok serves only its health endpoint, on LOCAL_KWOK_CONTROLLER_PORT. It manages the nodes annotated
 #     kwok.x-k8s.io/node=fake: kwokctl's stages make them Ready and the pods scheduled onto them Running (and
 #     delete pods once they are terminating), and it renews their Leases, which keeps the node lifecycle
 #     controller from tainting them unreachable.
@@ -245,6 +247,7 @@ options:
   kubeApiserverPort: $LOCAL_APISERVER_PORT
   etcdPort: $LOCAL_ETCD_PORT
   etcdPeerPort: $LOCAL_ETCD_PEER_PORT
+  kwokControllerPort: $LOCAL_KWOK_CONTROLLER_PORT
   etcdBinary: $etcd_bin
   kubeApiserverBinary: $apiserver_bin
   kubeControllerManagerBinary: $kcm_bin
@@ -300,6 +303,7 @@ start_cluster() {
 		case $name in
 		etcd) ports_free etcd LOCAL_ETCD_PORT LOCAL_ETCD_PEER_PORT ;;
 		kube-apiserver) ports_free kube-apiserver LOCAL_APISERVER_PORT ;;
+		kwok-controller) ports_free kwok-controller LOCAL_KWOK_CONTROLLER_PORT ;;
 		esac
 		rm -f "$pids_dir/$name.pid"
 		# kwokctl truncates the log of a component it starts: keep the one of the previous run.
