@@ -7,7 +7,6 @@ import (
 	crand "crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -141,13 +140,9 @@ const settle = 2 * time.Second
 // dockerConfigSecret returns a kubernetes.io/dockerconfigjson pull secret for host.
 func dockerConfigSecret(namespace, name, host, user, pass string) *corev1.Secret {
 	GinkgoHelper()
-	data, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{"username": user, "password": pass}}})
+	secret, err := workloadtest.DockerConfigSecret(namespace, name, host, user, pass)
 	Expect(err).NotTo(HaveOccurred())
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
-	}
+	return secret
 }
 
 // untrustedCA returns the PEM of a CA that signed nothing the webhook serves.

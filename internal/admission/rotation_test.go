@@ -101,7 +101,7 @@ var _ = Describe("a replica that generates its own certificate", Ordered, func()
 	// caBundle returns the CA the webhook configuration trusts.
 	caBundle := func(g Gomega) []byte {
 		c := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		g.Expect(k8sClient.Get(contextTODO, client.ObjectKey{Name: config}, c)).To(Succeed())
+		g.Expect(k8sClient.Get(background, client.ObjectKey{Name: config}, c)).To(Succeed())
 		return c.Webhooks[0].ClientConfig.CABundle
 	}
 	// verified reports whether the served certificate is valid for localhost under the configuration's CA.
@@ -127,7 +127,7 @@ var _ = Describe("a replica that generates its own certificate", Ordered, func()
 	It("keeps the ignored namespaces out of its webhook configuration's selector", func() {
 		Eventually(func(g Gomega) {
 			c := &admissionregistrationv1.MutatingWebhookConfiguration{}
-			g.Expect(k8sClient.Get(contextTODO, client.ObjectKey{Name: config}, c)).To(Succeed())
+			g.Expect(k8sClient.Get(background, client.ObjectKey{Name: config}, c)).To(Succeed())
 			sel := c.Webhooks[0].NamespaceSelector
 			g.Expect(sel.MatchLabels).To(HaveKeyWithValue(ownWebhookLabel, label), "the selector's own terms are kept")
 			g.Expect(sel.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
@@ -193,7 +193,7 @@ var _ = Describe("a replica that generates its own certificate", Ordered, func()
 // freePort returns a TCP port that nothing listens on now.
 func freePort() int {
 	GinkgoHelper()
-	l, err := (&net.ListenConfig{}).Listen(contextTODO, "tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(background, "tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port

@@ -142,7 +142,7 @@ func webhookConfiguration(name string, namespaces *metav1.LabelSelector) *admiss
 func waitForWebhook(addr string) {
 	GinkgoHelper()
 	Eventually(func() error {
-		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(contextTODO, "tcp", addr)
+		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(background, "tcp", addr)
 		if err != nil {
 			return err
 		}
@@ -150,5 +150,5 @@ func waitForWebhook(addr string) {
 	}).Should(Succeed())
 }
 
-// contextTODO is the context of helpers that run outside a spec's own.
-var contextTODO = context.Background()
+// background is the context of helpers that run outside a spec's own.
+var background = context.Background()

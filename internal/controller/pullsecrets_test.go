@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"encoding/json"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -14,18 +13,15 @@ import (
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
 
 // dockerConfigSecret returns a kubernetes.io/dockerconfigjson Secret with user:pass for host.
 func dockerConfigSecret(namespace, name, host, user, pass string) *corev1.Secret {
 	GinkgoHelper()
-	data, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{"username": user, "password": pass}}})
+	secret, err := workloadtest.DockerConfigSecret(namespace, name, host, user, pass)
 	Expect(err).NotTo(HaveOccurred())
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
-	}
+	return secret
 }
 
 // pullSecretsOf returns the names of the pull secrets of a Deployment's pod template, read from the apiserver.

@@ -4,6 +4,7 @@ package workloadtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -133,4 +134,17 @@ func Events(ctx context.Context, c client.Client, obj client.Object) ([]string, 
 		}
 	}
 	return out, nil
+}
+
+// DockerConfigSecret returns a kubernetes.io/dockerconfigjson pull secret with user's credentials for host.
+func DockerConfigSecret(namespace, name, host, user, pass string) (*corev1.Secret, error) {
+	data, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{"username": user, "password": pass}}})
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}, nil
 }
