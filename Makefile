@@ -42,8 +42,10 @@ run: ## Run the controller against the current kubeconfig, without the webhook (
 	$(GO) run ./cmd/image-clone-controller --backup-registry=$(BACKUP_REGISTRY) --webhook=false $(ARGS)
 
 .PHONY: generate
-generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers.
+generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers, the CRDs and the API's deepcopy functions.
 	$(CONTROLLER_GEN) rbac:roleName=image-clone-controller paths="./internal/..." output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: fmt
 fmt: ## Format the Go code.
@@ -70,7 +72,8 @@ verify-tidy:
 
 .PHONY: verify-generate
 verify-generate: generate
-	@git diff --exit-code -- config/rbac || { echo "config/rbac is stale: run 'make generate'"; exit 1; }
+	@git diff --exit-code -- config/rbac config/crd api || { echo "generated files are stale: run 'make generate'"; exit 1; }
+	@test -z "$$(git status --porcelain -- config/rbac config/crd api)" || { echo "make generate made new files: commit them"; exit 1; }
 
 ##@ Test
 

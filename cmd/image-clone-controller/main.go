@@ -17,7 +17,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -25,10 +28,12 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/image-clone-controller/image-clone-controller/api/v1alpha1"
 	"github.com/image-clone-controller/image-clone-controller/internal/admission"
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
 	"github.com/image-clone-controller/image-clone-controller/internal/dockerconfig"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/inventory"
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
@@ -58,6 +63,16 @@ type flags struct {
 	probeAddr               string
 	pprofAddr               string
 	webhook                 webhookFlags
+	inventory               inventoryFlags
+}
+
+// inventoryFlags configure the ImageBackup inventory: verification, restores and retention.
+type inventoryFlags struct {
+	enabled         bool
+	verifyInterval  time.Duration
+	deepVerifyEvery int
+	retention       time.Duration
+	retentionDryRun bool
 }
 
 // webhookFlags configure the mutating admission webhook.
@@ -144,6 +159,16 @@ func main() {
 	flag.DurationVar(&f.webhook.budget, "webhook-budget", admission.DefaultBudget,
 		"Network time one admission request may spend asking registries whether copies exist; past it the workload is admitted unchanged and the reconciler backs it up.")
 	zapOpts := zap.Options{}
+	flag.BoolVar(&f.inventory.enabled, "inventory", true,
+		"Keep an ImageBackup object per copy (needs the CRD of config/crd): verify copies, restore lost ones, retire unused ones.")
+	flag.DurationVar(&f.inventory.verifyInterval, "verify-interval", time.Hour,
+		"How often each copy is checked in the backup registry (one manifest HEAD), give or take a tenth; a lost copy is restored from its source at its recorded digest.")
+	flag.IntVar(&f.inventory.deepVerifyEvery, "deep-verify-every", 24,
+		"Make every N-th check of a copy a full verification of every manifest and blob.")
+	flag.DurationVar(&f.inventory.retention, "retention", 0,
+		"Delete a copy from the backup registry, and its ImageBackup, once nothing (workload, ReplicaSet or ControllerRevision kept for rollback, Pod, Job) has needed it this long; 0 keeps copies forever.")
+	flag.BoolVar(&f.inventory.retentionDryRun, "retention-dry-run", false,
+		"Report (Event, log, metric) the copies --retention would delete, and delete nothing.")
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -205,6 +230,15 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 
+	if f.inventory.verifyInterval <= 0 {
+		return fmt.Errorf("--verify-interval %s must be positive", f.inventory.verifyInterval)
+	}
+	if f.inventory.deepVerifyEvery <= 0 {
+		return fmt.Errorf("--deep-verify-every %d must be positive", f.inventory.deepVerifyEvery)
+	}
+	if f.inventory.retention < 0 {
+		return fmt.Errorf("--retention %s must not be negative (0 keeps copies forever)", f.inventory.retention)
+	}
 	if f.webhook.enabled && (f.webhook.port <= 0 || f.webhook.port > 65535) {
 		return fmt.Errorf("--webhook-port %d is not a port", f.webhook.port)
 	}
@@ -228,14 +262,33 @@ func run(ctx context.Context, f flags) error {
 		// In a pod the namespace is detected; outside a cluster the lease lives in POD_NAMESPACE.
 		LeaderElectionNamespace:       ownNamespace,
 		LeaderElectionReleaseOnCancel: true, // safe: the process exits as soon as the manager stops
+		Scheme:                        scheme,
 		// Workloads are cached cluster-wide: keep only what the reconcilers read.
-		Cache:         cache.Options{DefaultTransform: controller.TrimForCache()},
+		Cache:         cacheOptions(),
 		WebhookServer: webhook.NewServer(webhookOpts),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
+	var keeper *inventory.Keeper
+	if f.inventory.enabled {
+		// The keeper is made with the copier it asks, and learns from the copier what it copies.
+		copierOpts.OnBackup = func(o registry.Observation) { keeper.Observe(o) }
+	}
 	copier := registry.New(copierOpts)
+	if f.inventory.enabled {
+		keeper = inventory.New(copier, inventory.Options{
+			Backup:              backup,
+			VerifyInterval:      f.inventory.verifyInterval,
+			DeepVerifyEvery:     f.inventory.deepVerifyEvery,
+			Retention:           f.inventory.retention,
+			RetentionDryRun:     f.inventory.retentionDryRun,
+			WorkloadPullSecrets: f.workloadPullSecrets,
+		})
+		if err := keeper.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the inventory: %w", err)
+		}
+	}
 	if err := controller.SetupWithManager(mgr, copier, controller.Options{
 		Backup:                  backup,
 		IgnoredNamespaces:       ignored,
@@ -268,8 +321,24 @@ func run(ctx context.Context, f flags) error {
 	}
 
 	ctrl.Log.WithName("setup").Info("Starting manager", "backup", backup.String(), "ignoredNamespaces", ignored,
-		"sourceMirrors", f.sourceMirrors.String(), "webhook", f.webhook.enabled, "kinds", kinds)
+		"sourceMirrors", f.sourceMirrors.String(), "webhook", f.webhook.enabled, "kinds", kinds,
+		"inventory", f.inventory.enabled, "verifyInterval", f.inventory.verifyInterval.String(), "retention", f.inventory.retention.String(),
+		"retentionDryRun", f.inventory.retentionDryRun)
 	return mgr.Start(ctx)
+}
+
+// scheme holds the Kubernetes types and the ImageBackup API.
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}()
+
+// cacheOptions trim what the cluster-wide caches hold: workloads keep what the reconcilers read, and the
+// kinds only the inventory reads (ReplicaSets, ControllerRevisions, Pods) keep their images.
+func cacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: controller.TrimForCache(), ByObject: inventory.CacheByObject()}
 }
 
 // setupWebhook registers the admission webhook, its certificate rotation (unless something else provides the

@@ -233,7 +233,7 @@ func (c *Copier) copyArtifact(ctx context.Context, s *session, orig name.Referen
 		}
 		digest = desc.Digest
 	}
-	image, err := c.source(ctx, s, orig, src.Digest(digest.String()), dst)
+	image, _, err := c.source(ctx, s, orig, src.Digest(digest.String()), dst)
 	if err != nil {
 		return fmt.Errorf("fetching artifact %s of %s: %w", a, orig, err)
 	}

@@ -73,6 +73,7 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	digest, result, err := c.copy(ctx, req, true)
 	if err != nil && ClassOf(err) != Incomplete {
 		result = resultFailed
+		c.observe(Observation{Source: req.Source, Target: req.Target, State: Failed, Digest: digest, Err: err})
 	}
 	copiesTotal.WithLabelValues(result).Inc()
 	return digest, finish(ctx, err)
@@ -115,11 +116,13 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 			return v1.Hash{}, "", atBackup(fmt.Errorf("checking backup %s: %w", dst, backup.err))
 		}
 		if backup.digest != (v1.Hash{}) && !c.failedVerification(dst.String()+"@"+backup.digest.String()) {
-			if !req.ProveAccess {
-				return backup.digest, resultPresent, nil
+			if req.ProveAccess {
+				if err := c.proveAccess(ctx, s, req, pull); err != nil {
+					return v1.Hash{}, "", err
+				}
 			}
-			if err := c.proveAccess(ctx, s, req, pull); err != nil {
-				return v1.Hash{}, "", err
+			if copying {
+				c.observe(Observation{Source: req.Source, Target: req.Target, State: Present, Digest: backup.digest})
 			}
 			return backup.digest, resultPresent, nil
 		}
@@ -156,6 +159,9 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 	// the copy is complete, unless this process saw its verification fail.
 	if backup.digest == digest && !c.failedVerification(key) {
 		logr.FromContextOrDiscard(ctx).V(1).Info("Backup already holds the image", "image", req.Source.String(), "backup", dst.String(), "digest", digest.String())
+		if copying {
+			c.observe(Observation{Source: req.Source, Target: req.Target, State: Present, Digest: digest})
+		}
 		return digest, resultPresent, nil
 	}
 	if !copying {
@@ -170,7 +176,12 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 		led = true
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CopyTimeout)
 		defer cancel()
-		return nil, finish(fctx, c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst))
+		c.observe(Observation{Source: req.Source, Target: req.Target, State: Copying, Digest: digest})
+		done, err := c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst, false)
+		if err == nil || ClassOf(err) == Incomplete {
+			c.observe(Observation{Source: req.Source, Target: req.Target, State: Copied, Digest: digest, Details: &done.Details})
+		}
+		return done, finish(fctx, err)
 	})
 	select {
 	case <-ctx.Done():
@@ -279,7 +290,9 @@ func (c *Copier) resolve(ctx context.Context, s *session, ref name.Reference, ch
 	return full.Digest, nil
 }
 
-func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag) error {
+// copyAndVerify copies src (the image orig names, at its digest) to dst, with its artifacts, and verifies the
+// copy. It returns what it copied. repair first writes every blob the backup lacks (see writeBlobs).
+func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Tag, repair bool) (copied, error) {
 	log := logr.FromContextOrDiscard(ctx).WithValues("image", orig.String(), "backup", dst.String(), "digest", src.DigestStr())
 	want, _ := v1.NewHash(src.DigestStr())
 	key := dst.String() + "@" + want.String()
@@ -288,16 +301,16 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	case c.slots <- struct{}{}:
 		defer func() { <-c.slots }()
 	case <-ctx.Done():
-		return ctx.Err()
+		return copied{}, ctx.Err()
 	}
 
 	start := time.Now()
 
 	// Verification reads the backup with a transport of its own, whose handshake runs during the transfer.
 	go func() { _, _ = s.reader(ctx, dst.Context()) }()
-	image, err := c.source(ctx, s, orig, src, dst.Context())
+	image, details, err := c.source(ctx, s, orig, src, dst.Context())
 	if err != nil {
-		return err
+		return copied{}, err
 	}
 	// An image with artifacts is pushed by digest and tagged only once they are copied too: the tag is what
 	// later copies and the webhook find, so it must stand for a copy with its signatures.
@@ -305,7 +318,7 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	var incomplete error
 	if c.opts.Artifacts {
 		if found, incomplete = c.sourceArtifacts(ctx, s, orig, src.Context(), image); incomplete != nil && !c.opts.ArtifactsOptional {
-			return incomplete
+			return copied{}, incomplete
 		}
 	}
 	var target name.Reference = dst
@@ -316,37 +329,42 @@ func (c *Copier) copyAndVerify(ctx context.Context, s *session, orig name.Refere
 	// One pusher for the push and the tag written after the artifacts, so that the tag costs one request.
 	pusher, err := remote.NewPusher(c.remoteOptions(ctx, counter)...)
 	if err != nil {
-		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
+		return copied{}, atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
 	}
 	log.V(1).Info("Copying image")
+	if repair {
+		if err := c.writeBlobs(ctx, image, dst.Context(), c.remoteOptions(ctx, counter)); err != nil {
+			return copied{}, err
+		}
+	}
 	if err := remote.Push(target, image, remote.WithContext(ctx), remote.Reuse(pusher)); err != nil {
-		return atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
+		return copied{}, atBackup(fmt.Errorf("copying %s to %s: %w", orig, dst, err))
 	}
 	copiedBytes.Add(float64(counter.bytes.Load()))
 
-	blobs, err := c.verify(ctx, s, target, want)
+	v, err := c.verify(ctx, s, target, want)
 	if err != nil {
 		c.unverified.Add(key, struct{}{})
 		// Content missing from the backup right after the copy is uploaded again by the next attempt: unlike a
 		// missing source, even a 404 here is transient.
-		return withClass(Transient, fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err))
+		return copied{}, withClass(Transient, fmt.Errorf("verifying copy of %s at %s: %w", orig, dst, err))
 	}
-	c.holders.add(dst.Context(), blobs...)
+	c.holders.add(dst.Context(), v.blobs...)
 	if len(found) > 0 {
 		if err := c.copyArtifacts(ctx, s, orig, src.Context(), dst.Context(), found); err != nil {
 			if incomplete = c.artifactsError(orig, err); !c.opts.ArtifactsOptional {
 				c.unverified.Add(key, struct{}{})
-				return incomplete
+				return copied{}, incomplete
 			}
 		}
 		if err := remote.Put(dst, image, remote.WithContext(ctx), remote.Reuse(pusher)); err != nil {
-			return atBackup(fmt.Errorf("tagging the copy of %s at %s: %w", orig, dst, err))
+			return copied{}, atBackup(fmt.Errorf("tagging the copy of %s at %s: %w", orig, dst, err))
 		}
 	}
 	c.unverified.Remove(key)
 	copyDuration.Observe(time.Since(start).Seconds())
 	log.Info("Copied image", "bytes", counter.bytes.Load(), "duration", time.Since(start).Round(time.Millisecond).String())
-	return incomplete
+	return copied{Details: details, Bytes: counter.bytes.Load()}, incomplete
 }
 
 // artifactsError is the error of artifacts that could not be found or copied: Transient, so that the copy is
@@ -369,14 +387,14 @@ func (c *Copier) failedVerification(key string) bool {
 // source fetches the manifests of src and returns the image or index to push: the source's manifests, with
 // blobs that stream from the source registry (or mount from a backup repository that holds them). It refuses
 // an image larger than MaxImageSize, and an index whose manifests cannot all be read, before any blob moves.
-func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Repository) (remote.Taggable, error) {
+func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, src name.Digest, dst name.Repository) (remote.Taggable, Details, error) {
 	tr, err := s.reader(ctx, src.Context())
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+		return nil, Details{}, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
 	}
 	desc, err := remote.Get(src, c.readOptions(ctx, tr)...)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+		return nil, Details{}, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
 	}
 	blobs := &blobSource{
 		ctx:     ctx,
@@ -387,31 +405,32 @@ func (c *Copier) source(ctx context.Context, s *session, orig name.Reference, sr
 		slots:   make(chan struct{}, c.opts.LayerJobs),
 	}
 	var image remote.Taggable
+	details := Details{MediaType: desc.MediaType}
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, err
+			return nil, Details{}, err
 		}
 		image = &copyIndex{src: idx, ref: src, blobs: blobs}
+		details.Platforms = platformsOf(desc.Manifest)
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return nil, err
+			return nil, Details{}, err
 		}
 		image = &copyImage{Image: img, blobs: blobs}
 	default:
-		return nil, permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
+		return nil, Details{}, permanent(fmt.Errorf("%s has media type %q, which is neither an image nor an image index", orig, desc.MediaType))
 	}
 	// Every manifest is read, and the size checked, before the push moves any blob.
-	size, err := c.measure(ctx, image)
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
+	if details.Size, err = c.measure(ctx, image); err != nil {
+		return nil, Details{}, fmt.Errorf("fetching %s: %w", describePull(orig, src), err)
 	}
-	if err := c.checkSize(orig, size); err != nil {
-		return nil, err
+	if err := c.checkSize(orig, details.Size); err != nil {
+		return nil, Details{}, err
 	}
-	return image, nil
+	return image, details, nil
 }
 
 // askBackup asks the backup registry what dst resolves to, with one manifest HEAD.

@@ -56,6 +56,10 @@ type Options struct {
 	// and reports them in an Error of class Incomplete beside the digest; by default such a copy is not tagged
 	// and the Copy fails transiently, so no workload runs a copy that a signature policy would reject.
 	ArtifactsOptional bool
+	// OnBackup, if set, is told what every Copy found or did for its target (see Observation): it is how the
+	// inventory learns of copies. It is called synchronously on the copy's path and must not block. Lookup
+	// does not call it.
+	OnBackup func(Observation)
 }
 
 // DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.

@@ -39,15 +39,20 @@ func (c *Copier) measure(ctx context.Context, image remote.Taggable) (int64, err
 	if err != nil {
 		return 0, err
 	}
+	return totalSize(m.blobs), nil
+}
+
+// totalSize adds up the sizes of blobs, saturating: sizes that overflow an int64 must not wrap around to an
+// image that looks small. Sizes are never negative (see measurer.add).
+func totalSize(blobs map[v1.Hash]int64) int64 {
 	var size int64
-	for _, n := range m.blobs {
-		// Saturating: sizes that overflow an int64 must not wrap around to an image that looks small.
+	for _, n := range blobs {
 		if size > math.MaxInt64-n {
-			return math.MaxInt64, nil
+			return math.MaxInt64
 		}
-		size += n
+		size += max(n, 0)
 	}
-	return size, nil
+	return size
 }
 
 // measurer collects the distinct blobs of an image while its manifests are read.

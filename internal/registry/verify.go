@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,8 +17,8 @@ import (
 
 // verify proves that dst is a complete copy with digest want: it reads every manifest back from the backup
 // registry (fetching by digest checks the bytes) and checks that every blob is present with the right size.
-// It returns the blobs it found.
-func (c *Copier) verify(ctx context.Context, s *session, dst name.Reference, want v1.Hash) ([]v1.Hash, error) {
+// It returns the verifier, which holds the blobs it found and the copy's details.
+func (c *Copier) verify(ctx context.Context, s *session, dst name.Reference, want v1.Hash) (*verifier, error) {
 	tr, err := s.reader(ctx, dst.Context())
 	if err != nil {
 		return nil, err
@@ -29,12 +30,20 @@ func (c *Copier) verify(ctx context.Context, s *session, dst name.Reference, wan
 	if desc.Digest != want {
 		return nil, fmt.Errorf("backup %s resolves to %s, want %s", dst, desc.Digest, want)
 	}
-	v := &verifier{copier: c, repo: dst.Context(), tr: tr, client: &http.Client{Transport: tr}}
+	v := &verifier{copier: c, repo: dst.Context(), tr: tr, client: &http.Client{Transport: tr}, sizes: map[v1.Hash]int64{}}
 	if err := v.manifest(ctx, desc.Descriptor, desc.Manifest, 0); err != nil {
 		return nil, err
 	}
-	return v.blobs, nil
+	v.details.MediaType = desc.MediaType
+	if desc.MediaType.IsIndex() {
+		v.details.Platforms = platformsOf(desc.Manifest)
+	}
+	v.details.Size = totalSize(v.sizes)
+	return v, nil
 }
+
+// errCorrupt marks content of the backup that is there with the wrong size.
+var errCorrupt = errors.New("corrupt")
 
 // maxIndexDepth bounds how deep indexes may nest below the image's own index (depth 0). Content addressing makes
 // an index that lists itself impossible, but nothing stops a registry from serving indexes nested thousands of
@@ -48,8 +57,10 @@ type verifier struct {
 	tr     http.RoundTripper
 	client *http.Client
 
-	mu    sync.Mutex
-	blobs []v1.Hash // blobs found present
+	mu      sync.Mutex
+	blobs   []v1.Hash         // blobs found present
+	sizes   map[v1.Hash]int64 // distinct distributable blobs found, by the size the manifests give (see size.go)
+	details Details
 }
 
 func (v *verifier) manifest(ctx context.Context, desc v1.Descriptor, raw []byte, depth int) error {
@@ -118,10 +129,13 @@ func (v *verifier) blob(ctx context.Context, b v1.Descriptor) error {
 		return fmt.Errorf("blob %s missing from backup: %w", b.Digest, err)
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
-		return fmt.Errorf("blob %s in backup has %d bytes, want %d", b.Digest, resp.ContentLength, b.Size)
+		return fmt.Errorf("blob %s in backup has %d bytes, want %d: %w", b.Digest, resp.ContentLength, b.Size, errCorrupt)
 	}
 	v.mu.Lock()
 	v.blobs = append(v.blobs, b.Digest)
+	if b.MediaType.IsDistributable() {
+		v.sizes[b.Digest] = b.Size
+	}
 	v.mu.Unlock()
 	return nil
 }

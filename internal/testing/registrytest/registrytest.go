@@ -99,8 +99,22 @@ func Front(host string, mw ...Middleware) *Registry {
 	return r
 }
 
-// StartDistribution starts the distribution registry binary with its storage in dir.
-func StartDistribution(binary, dir string) (*Registry, error) {
+// DistributionOption configures a distribution registry that StartDistribution starts.
+type DistributionOption func(*distributionConfig)
+
+type distributionConfig struct{ deletes bool }
+
+// WithoutDeletes starts the registry as the distribution registry ships: refusing DELETE requests (405
+// UNSUPPORTED). By default StartDistribution enables them.
+func WithoutDeletes() DistributionOption { return func(c *distributionConfig) { c.deletes = false } }
+
+// StartDistribution starts the distribution registry binary with its storage in dir, with deletes enabled
+// unless WithoutDeletes is given.
+func StartDistribution(binary, dir string, opts ...DistributionOption) (*Registry, error) {
+	conf := distributionConfig{deletes: true}
+	for _, opt := range opts {
+		opt(&conf)
+	}
 	if binary == "" {
 		return nil, errors.New("no distribution registry binary: set REGISTRY_BINARY (make test does) or run hack/test-binaries.sh registry")
 	}
@@ -118,10 +132,10 @@ storage:
   filesystem:
     rootdirectory: %s
   delete:
-    enabled: true
+    enabled: %t
 http:
   addr: 127.0.0.1:%d
-`, filepath.Join(dir, "data"), port)), 0o600); err != nil {
+`, filepath.Join(dir, "data"), conf.deletes, port)), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(context.Background(), binary, "serve", config)
