@@ -416,6 +416,16 @@ EOF
 	done
 }
 
+# apply_crds installs the controller's CRDs (config/crd) and waits until the API server serves them, since the
+# controller's caches start with them.
+apply_crds() {
+	local out
+	out=$(kubectl kustomize "$root/config/crd") || die "rendering config/crd failed"
+	k apply --server-side --field-manager=local-up -f - <<<"$out" >/dev/null
+	k wait --for condition=established --timeout="${LOCAL_TIMEOUT}s" crd/imagebackups.image-clone-controller.io >/dev/null
+	log "applied config/crd"
+}
+
 apply_rbac() {
 	[ -f "$root/config/rbac/role.yaml" ] || die "config/rbac/role.yaml is missing: run 'make generate'"
 	k create namespace "$controller_namespace" --dry-run=client -o yaml | k apply -f - >/dev/null
@@ -516,6 +526,7 @@ touch "$marker"
 if [ "$mode" = restart-controller ]; then
 	pid_of kube-apiserver >/dev/null || die "the local cluster is not running: run 'make local-up'"
 	stop controller
+	apply_crds
 	apply_webhook
 	start_controller
 	wait_controller
@@ -560,6 +571,7 @@ if [ "$LOCAL_NODES" -gt 0 ]; then
 	nodes_manifest | k apply -f - >/dev/null
 	log "applied $LOCAL_NODES kwok nodes"
 fi
+apply_crds
 apply_rbac
 apply_webhook
 
