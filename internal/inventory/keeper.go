@@ -293,7 +293,9 @@ func (k *Keeper) keep(ctx context.Context, w *work) (reconcile.Result, error) {
 	switch st.Phase {
 	case v1alpha1.PhaseCopying:
 		return reconcile.Result{}, nil // the copier reports when it is done
-	case v1alpha1.PhaseFailed, "":
+	case "":
+		return reconcile.Result{}, nil // just created: its first status is on the way (the cache may lag)
+	case v1alpha1.PhaseFailed:
 		if !w.users.needed() && st.Digest == "" {
 			return reconcile.Result{}, k.deleteObject(ctx, w, "nothing uses the image, which was never copied")
 		}

@@ -73,19 +73,19 @@ var (
 		"ImageBackups whose image neither the backup nor the source registry holds: new pods of their workloads cannot start.", nil, nil)
 )
 
-// collector exports the phase gauges of the running keeper.
+// collector exports the phase gauges of the keepers of the process (one, outside tests), summed.
 type collector struct {
 	mu     sync.Mutex
-	counts *phaseCounts
+	counts []*phaseCounts
 }
 
-// exported is the collector registered with the metrics registry; the keeper of the process attaches to it.
+// exported is the collector registered with the metrics registry; every keeper attaches to it.
 var exported = &collector{}
 
 func (c *collector) attach(p *phaseCounts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.counts = p
+	c.counts = append(c.counts, p)
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -95,11 +95,13 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	p := c.counts
+	all := c.counts
 	c.mu.Unlock()
 	counts := map[v1alpha1.Phase]int{}
-	if p != nil {
-		counts = p.counts()
+	for _, p := range all {
+		for phase, n := range p.counts() {
+			counts[phase] += n
+		}
 	}
 	for _, phase := range phases {
 		ch <- prometheus.MustNewConstMetric(backupsDesc, prometheus.GaugeValue, float64(counts[phase]), string(phase))

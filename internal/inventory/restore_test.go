@@ -94,7 +94,7 @@ var _ = Describe("restoring lost backups", func() {
 		loseCopy(backupReg, backup, image)
 
 		Eventually(phaseOf(backup, image)).Should(Equal(v1alpha1.PhaseUnrecoverable))
-		Expect(metricValue("image_clone_backups_unrecoverable", nil)()).To(BeNumerically(">=", 1))
+		Eventually(metricValue("image_clone_backups_unrecoverable", nil)).Should(BeNumerically(">=", 1))
 		Eventually(eventsOf(d)).Should(ContainElement(HavePrefix("Warning Unrecoverable: Its image exists nowhere: new pods will not start.")))
 		Expect(statusOf(backup, image)().Digest).To(Equal(digest))
 

@@ -148,9 +148,12 @@ func (k *Keeper) writeStatus(ctx context.Context, w *work) error {
 	return nil
 }
 
-// deleteObject deletes the ImageBackup of w.
+// deleteObject deletes the ImageBackup of w, as the reconcile read it: if it changed since (the cache lagged
+// behind a status this keeper wrote, or a new copy was recorded), the delete fails and the next reconcile
+// decides again.
 func (k *Keeper) deleteObject(ctx context.Context, w *work, why string) error {
-	if err := client.IgnoreNotFound(k.client.Delete(ctx, w.ib, client.Preconditions{UID: &w.ib.UID})); err != nil {
+	pre := client.Preconditions{UID: &w.ib.UID, ResourceVersion: &w.ib.ResourceVersion}
+	if err := client.IgnoreNotFound(k.client.Delete(ctx, w.ib, pre)); err != nil {
 		return fmt.Errorf("deleting ImageBackup %s: %w", w.ib.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Deleted the ImageBackup", "backup", w.ib.Spec.Backup, "reason", why)
