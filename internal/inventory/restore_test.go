@@ -8,6 +8,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/image-clone-controller/image-clone-controller/api/v1alpha1"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
@@ -101,5 +103,35 @@ var _ = Describe("restoring lost backups", func() {
 		Expect(remote.WriteIndex(src, idx)).To(Succeed())
 		Eventually(phaseOf(backup, image)).Should(Equal(v1alpha1.PhaseReady))
 		Eventually(backupDigest(backup, image)).Should(Equal(digest))
+	})
+
+	It("restores nothing, and says the check failed, while the backup registry cannot be asked", func() {
+		ns := newNamespace()
+		image := unique("down") + ":1.0"
+		pushUpstream("library/" + image)
+		Expect(k8sClient.Create(ctx, workloadtest.Deployment(ns, "web", nil, []string{image}))).To(Succeed())
+		Eventually(phaseOf(backup, image)).Should(Equal(v1alpha1.PhaseReady))
+		restores := metricValue("image_clone_restores_total", nil)()
+
+		backupReg.SetDown(true)
+		DeferCleanup(backupReg.SetDown, false)
+		verified := func() metav1.Condition {
+			c := apimeta.FindStatusCondition(statusOf(backup, image)().Conditions, v1alpha1.ConditionVerified)
+			if c == nil {
+				return metav1.Condition{}
+			}
+			return *c
+		}
+		Eventually(verified).Should(And(
+			HaveField("Status", metav1.ConditionUnknown),
+			HaveField("Reason", "VerificationFailed"),
+			HaveField("Message", ContainSubstring("Cannot check the backup registry")),
+		))
+		Expect(phaseOf(backup, image)()).To(Equal(v1alpha1.PhaseReady))
+		Expect(metricValue("image_clone_restores_total", nil)()).To(Equal(restores))
+
+		backupReg.SetDown(false)
+		Eventually(verified).Should(HaveField("Status", metav1.ConditionTrue))
+		Expect(metricValue("image_clone_restores_total", nil)()).To(Equal(restores))
 	})
 })

@@ -170,4 +170,31 @@ var _ = Describe("retention", func() {
 		_, err = remote.Head(ref)
 		Expect(err).NotTo(HaveOccurred(), "the manifest is back by digest too")
 	})
+
+	It("deletes a tag alone when another copy's tag points to the same manifest", func() {
+		reg := registrytest.NewInProcess()
+		DeferCleanup(reg.Close)
+		b, copier := keeperWith(reg, inventory.Options{})
+		repo := unique("shared")
+		// Two tags of one upstream repository at one digest, as nginx:1.27 and nginx:stable often are.
+		digest := pushUpstream("library/" + repo + ":a")
+		src, err := name.NewTag(upstream.Backend+"/library/"+repo+":a", name.Insecure)
+		Expect(err).NotTo(HaveOccurred())
+		idx, err := remote.Index(src)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(remote.WriteIndex(src.Context().Tag("b"), idx)).To(Succeed())
+		for _, tag := range []string{"a", "b"} {
+			m := mapping(b, repo+":"+tag)
+			_, err := copier.Copy(ctx, registry.CopyRequest{Source: m.Source, Target: m.Target})
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(phaseOf(b, repo+":"+tag)).Should(Equal(v1alpha1.PhaseReady))
+		}
+		Expect(k8sClient.Create(ctx, workloadtest.Deployment("retention", unique("b"), nil, []string{mapping(b, repo+":b").PodImage()}))).To(Succeed())
+
+		Eventually(imageBackup(b, repo+":a")).Should(BeNil())
+		Expect(backupDigest(b, repo+":a")()).To(BeEmpty())
+		Consistently(backupDigest(b, repo+":b"), 2*retention).Should(Equal(digest.String()))
+		Expect(phaseOf(b, repo+":b")()).To(Equal(v1alpha1.PhaseReady))
+	})
 })
+
