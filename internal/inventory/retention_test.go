@@ -197,4 +197,3 @@ var _ = Describe("retention", func() {
 		Expect(phaseOf(b, repo+":b")()).To(Equal(v1alpha1.PhaseReady))
 	})
 })
-
