@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -274,6 +275,7 @@ func run(ctx context.Context, f flags) error {
 	if f.inventory.enabled {
 		// The keeper is made with the copier it asks, and learns from the copier what it copies.
 		copierOpts.OnBackup = func(o registry.Observation) { keeper.Observe(o) }
+		copierOpts.RecordedDigest = func(t name.Tag) (v1.Hash, bool) { return keeper.RecordedDigest(t) }
 	}
 	copier := registry.New(copierOpts)
 	if f.inventory.enabled {

@@ -184,6 +184,22 @@ func (k *Keeper) Observe(o registry.Observation) {
 	}
 }
 
+// RecordedDigest returns the digest recorded for the copy at target, for registry.Options.RecordedDigest: a
+// workload reconciled after its copy was lost gets that content back, as the keeper's restore would. It reads
+// the cache, and knows nothing before the keeper is set up.
+func (k *Keeper) RecordedDigest(target name.Tag) (v1.Hash, bool) {
+	if k.client == nil {
+		return v1.Hash{}, false
+	}
+	ib := &v1alpha1.ImageBackup{}
+	if err := k.client.Get(context.Background(), client.ObjectKey{Name: ObjectName(target.String())}, ib); err != nil ||
+		ib.Spec.Backup != target.String() || ib.Status.Digest == "" {
+		return v1.Hash{}, false
+	}
+	h, err := v1.NewHash(ib.Status.Digest)
+	return h, err == nil
+}
+
 // supersedes reports whether observation o carries more than prev: a later copy replaces what was known, but
 // finding a copy present says less than the copy of the same digest that was just made.
 func supersedes(o, prev registry.Observation) bool {

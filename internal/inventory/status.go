@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -46,7 +47,14 @@ func (k *Keeper) create(ctx context.Context, key string, o registry.Observation)
 		Spec:       v1alpha1.ImageBackupSpec{Source: o.Source.String(), Backup: o.Target.String()},
 	}
 	if err := k.client.Create(ctx, ib); err != nil {
-		return nil, fmt.Errorf("creating the ImageBackup of %s: %w", o.Target, err)
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating the ImageBackup of %s: %w", o.Target, err)
+		}
+		// Created by an earlier reconcile that the cache has not caught up with.
+		if err := k.api.Get(ctx, client.ObjectKeyFromObject(ib), ib); err != nil {
+			return nil, fmt.Errorf("reading the ImageBackup of %s: %w", o.Target, err)
+		}
+		return ib, nil
 	}
 	ctrl.LoggerFrom(ctx).Info("Recording a backup", "image", ib.Spec.Source, "backup", ib.Spec.Backup)
 	return ib, nil

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -117,6 +119,7 @@ func startManager(to imageref.Backup, opts inventory.Options, reconcile bool) *r
 	var keeper *inventory.Keeper
 	copierOpts := copierOptions()
 	copierOpts.OnBackup = func(o registry.Observation) { keeper.Observe(o) }
+	copierOpts.RecordedDigest = func(t name.Tag) (v1.Hash, bool) { return keeper.RecordedDigest(t) }
 	copier := registry.New(copierOpts)
 	keeper = inventory.New(copier, opts)
 	Expect(keeper.SetupWithManager(mgr)).To(Succeed())

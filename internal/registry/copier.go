@@ -142,7 +142,10 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 	if !req.KeepExisting {
 		go func() { held <- c.askBackup(ctx, s, dst) }()
 	}
-	digest, err := c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
+	digest, err := c.keptDigest(ctx, s, req, pull)
+	if err == nil && digest == (v1.Hash{}) {
+		digest, err = c.sourceDigest(ctx, s, req.Source, creds, pull, checkAccess)
+	}
 	backup := <-held
 	if err != nil {
 		if checkAccess {
@@ -225,6 +228,29 @@ func (c *Copier) proveAccess(ctx context.Context, s *session, req CopyRequest, p
 		return fmt.Errorf("resolving %s with the workload's pull credentials: %w", describePull(req.Source, pull), err)
 	}
 	return nil
+}
+
+// keptDigest returns, for a KeepExisting copy the backup lost, the digest it had (Options.RecordedDigest) if the
+// source still has it — proven with req's credentials, if any — so that workloads get back the content they
+// were pointed at rather than what the source tag points to now. It returns the zero digest when no digest is
+// recorded or the source no longer has it: the copy is then made from the tag as it stands.
+func (c *Copier) keptDigest(ctx context.Context, s *session, req CopyRequest, pull name.Reference) (v1.Hash, error) {
+	if !req.KeepExisting || c.opts.RecordedDigest == nil {
+		return v1.Hash{}, nil
+	}
+	recorded, ok := c.opts.RecordedDigest(req.Target)
+	if !ok {
+		return v1.Hash{}, nil
+	}
+	if _, err := c.resolve(ctx, s, pull.Context().Digest(recorded.String()), true); err != nil {
+		if isMissing(err) {
+			logr.FromContextOrDiscard(ctx).Info("The source no longer has the digest the lost copy had; copying what its tag points to now",
+				"image", req.Source.String(), "backup", req.Target.String(), "digest", recorded.String())
+			return v1.Hash{}, nil
+		}
+		return v1.Hash{}, err
+	}
+	return recorded, nil
 }
 
 // backupAnswer is what the backup tag resolved to: its digest, the zero digest if the tag does not exist, or

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/utils/clock"
@@ -60,6 +61,10 @@ type Options struct {
 	// inventory learns of copies. It is called synchronously on the copy's path and must not block. Lookup
 	// does not call it.
 	OnBackup func(Observation)
+	// RecordedDigest, if set, returns the digest a backup tag had when it was last recorded (the inventory's).
+	// A KeepExisting copy the backup lost is then made again at that digest, as long as the source has it,
+	// instead of at what its source tag points to now.
+	RecordedDigest func(target name.Tag) (v1.Hash, bool)
 }
 
 // DefaultLayerJobs is how many blobs of one image a Copier copies at the same time unless Options say otherwise.
