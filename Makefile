@@ -103,8 +103,9 @@ bench: crane ## Measure the copy engine against crane, skopeo and a raw GET->PUT
 	$(GO) run ./test/bench $(if $(BENCH_SMOKE),-smoke) -crane "$(CRANE)" -out bench-results.json $(BENCH_ARGS)
 
 .PHONY: fuzz
-fuzz: ## Fuzz backup naming (FUZZTIME=10m for a long run).
+fuzz: ## Fuzz backup naming and ImageBackup names (FUZZTIME=10m for a long run).
 	$(GO) test ./internal/imageref -run='^$$' -fuzz=FuzzBackupReference -fuzztime=$(or $(FUZZTIME),30s)
+	$(GO) test ./internal/inventory -run='^$$' -fuzz=FuzzObjectName -fuzztime=$(or $(FUZZTIME),30s)
 
 ##@ Local cluster (no Docker)
 

@@ -67,9 +67,11 @@ var _ = Describe("retention", func() {
 		for _, use := range []string{"scaled-to-zero", "rollback", "pod", "job", "unused"} {
 			images[use] = unique(use) + ":1"
 		}
+		// The workloads exist before the copies, as they do when the reconciler copies: a copy made first would
+		// be unused for longer than the short retention of the spec.
 		copies := map[string]string{}
 		for use, image := range images {
-			copies[use] = copied(copier, b, image)
+			copies[use] = mapping(b, image).PodImage()
 		}
 		d := workloadtest.Deployment(ns, unique("zero"), nil, []string{copies["scaled-to-zero"]})
 		d.Spec.Replicas = ptr.To[int32](0)
@@ -88,6 +90,9 @@ var _ = Describe("retention", func() {
 		})).To(Succeed())
 		Expect(k8sClient.Create(ctx, workloadtest.Job(ns, unique("job"), nil, []string{copies["job"]}))).To(Succeed())
 		deletions := metricValue("image_clone_retention_deletions_total", map[string]string{"result": "deleted"})()
+		for _, image := range images {
+			copied(copier, b, image)
+		}
 
 		Eventually(imageBackup(b, images["unused"])).Should(BeNil())
 		Expect(backupDigest(b, images["unused"])()).To(BeEmpty(), "the tag is deleted from the backup registry")
