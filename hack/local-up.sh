@@ -34,7 +34,11 @@
 #   LOCAL_WEBHOOK_PORT=9443                controller admission webhook (HTTPS, on 127.0.0.1)
 #   LOCAL_WEBHOOK=true                     serve the admission webhook; false runs the controller with
 #                                          --webhook=false and without a webhook configuration
-#   LOCAL_CONTROLLER_ARGS=                 more controller flags, e.g. "--zap-log-level=debug"
+#   LOCAL_CONTROLLER_ARGS=                 more controller flags, appended (so they win over those above), e.g.
+#                                          "--zap-log-level=debug", or "--verify-interval=5s --deep-verify-every=2"
+#                                          to see lost copies restored within seconds (make test-e2e passes
+#                                          those, E2E_CONTROLLER_ARGS in the Makefile); they apply when the
+#                                          controller starts, so change them with --restart-controller
 #   LOCAL_SEED=true                        push the sample images to the upstream registry
 #   LOCAL_TIMEOUT=90                       seconds to wait for each component to become ready
 #   LOCAL_STOP_GRACE=10                    seconds between SIGTERM and SIGKILL when stopping
@@ -202,6 +206,10 @@ start_registry() {
       enabled: true
       path: /metrics"
 	fi
+	# Deletes are enabled, as retention needs them. There is deliberately no storage.cache section: a blob
+	# descriptor cache would keep answering that blobs exist after their files are gone, so a registry whose
+	# storage was wiped (as the e2e suite does) would claim copies it no longer has; without one, every answer
+	# comes from the files and a wipe needs no restart.
 	cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -347,6 +355,14 @@ start_controller() {
 		if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--webhook=$LOCAL_WEBHOOK"; then
 			log "note: the controller was not started with LOCAL_WEBHOOK=$LOCAL_WEBHOOK; 'make local-restart-controller LOCAL_WEBHOOK=$LOCAL_WEBHOOK' restarts it so"
 		fi
+		local arg
+		# shellcheck disable=SC2086 # LOCAL_CONTROLLER_ARGS is a list of flags
+		for arg in $LOCAL_CONTROLLER_ARGS; do
+			if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$arg"; then
+				log "note: the controller was not started with $arg (LOCAL_CONTROLLER_ARGS); 'make local-restart-controller' restarts it with LOCAL_CONTROLLER_ARGS"
+				break
+			fi
+		done
 		return
 	fi
 	[ -x "$CONTROLLER_BIN" ] || die "$CONTROLLER_BIN does not exist: run 'make build' (or 'make local-up')"
