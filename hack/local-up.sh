@@ -140,6 +140,30 @@ wait_for() {
 	done
 }
 
+# wait_cluster WHAT COMMAND... is wait_for for the components kwokctl runs. kube-controller-manager gives up
+# unless the API server is healthy within 10s of its start, which a busy machine can make it miss while the
+# API server bootstraps, so a component that exited is started again (at most 3 times) instead of failing.
+wait_cluster() {
+	local what=$1 restarts=0 name deadline=$((SECONDS + LOCAL_TIMEOUT))
+	shift
+	until "$@" >/dev/null 2>&1; do
+		for name in "${cluster_components[@]}"; do
+			pid_of "$name" >/dev/null && continue
+			if [ $restarts -ge 3 ]; then
+				tail -n 30 "$logs_dir/$name.log" >&2 || true
+				die "$name exited again while waiting for $what; its log: $logs_dir/$name.log"
+			fi
+			restarts=$((restarts + 1))
+			log "$name exited while waiting for $what; starting it again (its log: ${logs_dir#"$root"/}/$name.previous.log)"
+			start_cluster
+			deadline=$((SECONDS + LOCAL_TIMEOUT))
+			break
+		done
+		[ $SECONDS -lt $deadline ] || die "timed out after ${LOCAL_TIMEOUT}s waiting for $what"
+		sleep 0.3
+	done
+}
+
 running() {
 	local pid
 	if pid=$(pid_of "$1"); then
@@ -604,9 +628,9 @@ wait_controller
 
 # Ready nodes and the default ServiceAccount (which pods need) mean workloads can run right away.
 if [ "$LOCAL_NODES" -gt 0 ]; then
-	wait_for kwok-controller "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
+	wait_cluster "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
 fi
-wait_for kube-controller-manager "the default ServiceAccount" k get serviceaccount default -n default
+wait_cluster "the default ServiceAccount" k get serviceaccount default -n default
 log "nodes are Ready"
 
 summary
