@@ -84,11 +84,18 @@ test: test-binaries cosign oras ## Run unit, registry, envtest and signing suite
 	COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" ORAS_BINARY="$(ORAS)-$(ORAS_VERSION)" \
 	$(GO) test ./... -race -count=1 $(GINKGO_FLAGS)
 
+# Controller flags test-e2e puts in front of LOCAL_CONTROLLER_ARGS (so a flag given there wins): every copy is
+# verified every few seconds, fully every other time, so that the inventory specs see lost copies restored
+# and missing images marked Unrecoverable while they wait.
+E2E_CONTROLLER_ARGS ?= --verify-interval=5s --deep-verify-every=2
+# The suite restarts the local controller (hack/local-up.sh) with the same environment.
+E2E_ENV = $(LOCAL_ENV) LOCAL_CONTROLLER_ARGS="$(strip $(E2E_CONTROLLER_ARGS) $(LOCAL_CONTROLLER_ARGS))"
+
 .PHONY: test-e2e
-test-e2e: build ## Run the end-to-end suite on a fresh local cluster, then stop it (E2E_KEEP=1 keeps it running).
-	$(LOCAL_ENV) hack/local-down.sh
-	$(LOCAL_ENV) hack/local-up.sh
-	status=0; E2E_KUBECONFIG="$(LOCAL_DIR)/kubeconfig" $(GO) test -tags e2e ./test/e2e -count=1 -timeout 20m -v $(GINKGO_FLAGS) || status=$$?; \
+test-e2e: build cosign ## Run the end-to-end suite on a fresh local cluster, copies verified every 5s (E2E_CONTROLLER_ARGS), then stop it (E2E_KEEP=1 keeps it).
+	$(E2E_ENV) hack/local-down.sh
+	$(E2E_ENV) hack/local-up.sh
+	status=0; $(E2E_ENV) E2E_KUBECONFIG="$(LOCAL_DIR)/kubeconfig" COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" $(GO) test -tags e2e ./test/e2e -count=1 -timeout 20m -v $(GINKGO_FLAGS) || status=$$?; \
 	if [ $$status -ne 0 ]; then echo "--- last lines of the controller log:"; tail -n 40 "$(LOCAL_DIR)/logs/controller.log" || true; fi; \
 	if [ -z "$(E2E_KEEP)" ]; then $(LOCAL_ENV) hack/local-down.sh; fi; \
 	exit $$status

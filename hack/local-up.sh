@@ -34,7 +34,11 @@
 #   LOCAL_WEBHOOK_PORT=9443                controller admission webhook (HTTPS, on 127.0.0.1)
 #   LOCAL_WEBHOOK=true                     serve the admission webhook; false runs the controller with
 #                                          --webhook=false and without a webhook configuration
-#   LOCAL_CONTROLLER_ARGS=                 more controller flags, e.g. "--zap-log-level=debug"
+#   LOCAL_CONTROLLER_ARGS=                 more controller flags, appended (so they win over those above), e.g.
+#                                          "--zap-log-level=debug", or "--verify-interval=5s --deep-verify-every=2"
+#                                          to see lost copies restored within seconds (make test-e2e passes
+#                                          those, E2E_CONTROLLER_ARGS in the Makefile); they apply when the
+#                                          controller starts, so change them with --restart-controller
 #   LOCAL_SEED=true                        push the sample images to the upstream registry
 #   LOCAL_TIMEOUT=90                       seconds to wait for each component to become ready
 #   LOCAL_STOP_GRACE=10                    seconds between SIGTERM and SIGKILL when stopping
@@ -136,6 +140,30 @@ wait_for() {
 	done
 }
 
+# wait_cluster WHAT COMMAND... is wait_for for the components kwokctl runs. kube-controller-manager gives up
+# unless the API server is healthy within 10s of its start, which a busy machine can make it miss while the
+# API server bootstraps, so a component that exited is started again (at most 3 times) instead of failing.
+wait_cluster() {
+	local what=$1 restarts=0 name deadline=$((SECONDS + LOCAL_TIMEOUT))
+	shift
+	until "$@" >/dev/null 2>&1; do
+		for name in "${cluster_components[@]}"; do
+			pid_of "$name" >/dev/null && continue
+			if [ $restarts -ge 3 ]; then
+				tail -n 30 "$logs_dir/$name.log" >&2 || true
+				die "$name exited again while waiting for $what; its log: $logs_dir/$name.log"
+			fi
+			restarts=$((restarts + 1))
+			log "$name exited while waiting for $what; starting it again (its log: ${logs_dir#"$root"/}/$name.previous.log)"
+			start_cluster
+			deadline=$((SECONDS + LOCAL_TIMEOUT))
+			break
+		done
+		[ $SECONDS -lt $deadline ] || die "timed out after ${LOCAL_TIMEOUT}s waiting for $what"
+		sleep 0.3
+	done
+}
+
 running() {
 	local pid
 	if pid=$(pid_of "$1"); then
@@ -202,6 +230,10 @@ start_registry() {
       enabled: true
       path: /metrics"
 	fi
+	# Deletes are enabled, as retention needs them. There is deliberately no storage.cache section: a blob
+	# descriptor cache would keep answering that blobs exist after their files are gone, so a registry whose
+	# storage was wiped (as the e2e suite does) would claim copies it no longer has; without one, every answer
+	# comes from the files and a wipe needs no restart.
 	cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -347,6 +379,14 @@ start_controller() {
 		if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--webhook=$LOCAL_WEBHOOK"; then
 			log "note: the controller was not started with LOCAL_WEBHOOK=$LOCAL_WEBHOOK; 'make local-restart-controller LOCAL_WEBHOOK=$LOCAL_WEBHOOK' restarts it so"
 		fi
+		local arg
+		# shellcheck disable=SC2086 # LOCAL_CONTROLLER_ARGS is a list of flags
+		for arg in $LOCAL_CONTROLLER_ARGS; do
+			if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$arg"; then
+				log "note: the controller was not started with $arg (LOCAL_CONTROLLER_ARGS); 'make local-restart-controller' restarts it with LOCAL_CONTROLLER_ARGS"
+				break
+			fi
+		done
 		return
 	fi
 	[ -x "$CONTROLLER_BIN" ] || die "$CONTROLLER_BIN does not exist: run 'make build' (or 'make local-up')"
@@ -588,9 +628,9 @@ wait_controller
 
 # Ready nodes and the default ServiceAccount (which pods need) mean workloads can run right away.
 if [ "$LOCAL_NODES" -gt 0 ]; then
-	wait_for kwok-controller "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
+	wait_cluster "$LOCAL_NODES Ready nodes" k wait --for=condition=Ready node --all --timeout=5s
 fi
-wait_for kube-controller-manager "the default ServiceAccount" k get serviceaccount default -n default
+wait_cluster "the default ServiceAccount" k get serviceaccount default -n default
 log "nodes are Ready"
 
 summary

@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/image-clone-controller/image-clone-controller/api/v1alpha1"
 )
 
 var (
@@ -49,6 +51,7 @@ var _ = BeforeSuite(func() {
 	kubeconfig = envOr("E2E_KUBECONFIG", filepath.Join(root, ".local", "kubeconfig"))
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	Expect(err).NotTo(HaveOccurred(), "no local cluster: run `make local-up` first (`make test-e2e` does)")
+	Expect(v1alpha1.AddToScheme(scheme.Scheme)).To(Succeed())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
 	Expect(err).NotTo(HaveOccurred())
 	Eventually(func() error {

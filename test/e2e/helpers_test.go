@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -81,4 +83,20 @@ func deploymentRolledOut(d *appsv1.Deployment) func(Gomega) {
 			}
 		}
 	}
+}
+
+// backupStorage is the root directory of the local backup registry's filesystem storage.
+func backupStorage() string {
+	return filepath.Join(localDir(), "registry", "backup", "data")
+}
+
+// removeFromStorage deletes path, below the backup registry's storage root, at once: it is renamed out of the
+// registry's reach first, since the controller may be writing below it (restoring what it found lost) while a
+// plain recursive delete runs.
+func removeFromStorage(path string) {
+	GinkgoHelper()
+	trash, err := os.MkdirTemp(filepath.Dir(backupStorage()), "wiped-")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.Rename(path, filepath.Join(trash, filepath.Base(path)))).To(Succeed())
+	Expect(os.RemoveAll(trash)).To(Succeed())
 }
