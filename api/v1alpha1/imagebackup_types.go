@@ -106,9 +106,9 @@ type ImageBackupStatus struct {
 	// LastDeepVerified is when every manifest and blob of the copy was last checked.
 	// +optional
 	LastDeepVerified *metav1.Time `json:"lastDeepVerified,omitempty"`
-	// UsedBy says what needs the copy.
+	// UsedBy says what needs the copy; always written, so that a copy nothing uses shows 0.
 	// +optional
-	UsedBy Usage `json:"usedBy,omitzero"`
+	UsedBy Usage `json:"usedBy"`
 	// UnusedSince is when nothing was found to need the copy any more; retention counts from it.
 	// +optional
 	UnusedSince *metav1.Time `json:"unusedSince,omitempty"`
