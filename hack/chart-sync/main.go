@@ -112,33 +112,38 @@ func (s syncer) spec(src, kind, field, dest string, required bool) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", src, err)
 	}
-	value, err := fieldOf(data, kind, field)
+	doc, value, err := fieldOf(data, kind, field)
 	if err != nil {
 		return fmt.Errorf("%s: %w", src, err)
 	}
-	out, err := yaml.Marshal(value)
-	if err != nil {
-		return fmt.Errorf("%s: encoding %s: %w", src, field, err)
+	// The field's own text keeps its comments (what each alert means, say); it is used when it parses to the
+	// same value, and the value re-encoded otherwise.
+	out := fieldText(doc, field)
+	if !sameYAML(out, value) {
+		if out, err = yaml.Marshal(value); err != nil {
+			return fmt.Errorf("%s: encoding %s: %w", src, field, err)
+		}
 	}
 	return s.write(dest, append([]byte(header(src)+"# The "+field+" of its "+kind+".\n"), out...))
 }
 
-// fieldOf returns field of the one document of kind in the multi-document YAML data.
-func fieldOf(data []byte, kind, field string) (any, error) {
+// fieldOf returns the document of the one object of kind in the multi-document YAML data, and its field.
+func fieldOf(data []byte, kind, field string) ([]byte, any, error) {
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var doc []byte
 	var found any
 	n := 0
 	for {
-		doc, err := reader.Read()
+		next, err := reader.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading YAML: %w", err)
+			return nil, nil, fmt.Errorf("reading YAML: %w", err)
 		}
 		var obj map[string]any
-		if err := yaml.Unmarshal(doc, &obj); err != nil {
-			return nil, fmt.Errorf("parsing YAML: %w", err)
+		if err := yaml.Unmarshal(next, &obj); err != nil {
+			return nil, nil, fmt.Errorf("parsing YAML: %w", err)
 		}
 		if obj["kind"] != kind {
 			continue
@@ -146,13 +151,66 @@ func fieldOf(data []byte, kind, field string) (any, error) {
 		n++
 		var ok bool
 		if found, ok = obj[field]; !ok {
-			return nil, fmt.Errorf("its %s has no %s", kind, field)
+			return nil, nil, fmt.Errorf("its %s has no %s", kind, field)
 		}
+		doc = next
 	}
 	if n != 1 {
-		return nil, fmt.Errorf("holds %d objects of kind %s, want 1", n, kind)
+		return nil, nil, fmt.Errorf("holds %d objects of kind %s, want 1", n, kind)
 	}
-	return found, nil
+	return doc, found, nil
+}
+
+// fieldText returns the lines of the top-level field of the YAML document doc, without the key and dedented:
+// the lines after "field:" up to the next top-level key. Nil if there is no such block.
+func fieldText(doc []byte, field string) []byte {
+	lines := strings.Split(string(doc), "\n")
+	start := slices.Index(lines, field+":")
+	if start < 0 {
+		return nil
+	}
+	var block []string
+	for _, line := range lines[start+1:] {
+		if line != "" && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "-") && !strings.HasPrefix(line, "#") {
+			break
+		}
+		block = append(block, line)
+	}
+	// Trailing blank and comment lines at the margin belong to what follows.
+	for len(block) > 0 && (strings.TrimSpace(block[len(block)-1]) == "" || strings.HasPrefix(block[len(block)-1], "#")) {
+		block = block[:len(block)-1]
+	}
+	indent := -1
+	for _, line := range block {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if n := len(line) - len(strings.TrimLeft(line, " ")); indent < 0 || n < indent {
+			indent = n
+		}
+	}
+	var out strings.Builder
+	for _, line := range block {
+		if len(line) >= indent {
+			line = line[indent:]
+		}
+		out.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	return []byte(out.String())
+}
+
+// sameYAML reports whether text parses to value.
+func sameYAML(text []byte, value any) bool {
+	if len(text) == 0 {
+		return false
+	}
+	var parsed any
+	if err := yaml.Unmarshal(text, &parsed); err != nil {
+		return false
+	}
+	a, errA := json.Marshal(parsed)
+	b, errB := json.Marshal(value)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
 }
 
 // dashboard copies the dashboard JSON as it is, once it parses, or removes the copy when src does not exist.

@@ -59,8 +59,8 @@ func TestSyncCopiesWhatExistsAndRemovesWhatIsGone(t *testing.T) {
 	if got := read(t, root, chart+"/crds/a.yaml"); !strings.HasSuffix(got, "\nkind: CustomResourceDefinition\n") || strings.Contains(got, "---") {
 		t.Errorf("crds/a.yaml = %q, want the CRD after a header, without the document separator", got)
 	}
-	if got := read(t, root, chart+"/files/clusterrole-rules.yaml"); !strings.Contains(got, "- apiGroups:\n  - \"\"\n  resources:\n  - pods\n") {
-		t.Errorf("clusterrole-rules.yaml = %q, want the ClusterRole's rules", got)
+	if got := read(t, root, chart+"/files/clusterrole-rules.yaml"); !strings.HasSuffix(got, "\n- apiGroups: [\"\"]\n  resources: [pods]\n  verbs: [get]\n") {
+		t.Errorf("clusterrole-rules.yaml = %q, want the ClusterRole's rules as written", got)
 	}
 	for _, gone := range []string{"/crds/stale.yaml", "/files/prometheusrule-spec.yaml", "/files/grafana-dashboard.json"} {
 		if present(root, chart+gone) {
@@ -69,13 +69,13 @@ func TestSyncCopiesWhatExistsAndRemovesWhatIsGone(t *testing.T) {
 	}
 
 	write(t, root, "config/components/monitoring/prometheusrule.yaml",
-		"apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: x\nspec:\n  groups:\n  - name: g\n    rules:\n    - alert: A\n      annotations:\n        summary: '{{ $value }} lost'\n")
+		"# The alerts.\napiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: x\nspec:\n  groups:\n  - name: g\n    rules:\n    # What A means.\n    - alert: A\n      annotations:\n        summary: '{{ $value }} lost'\n# Trailing.\n")
 	write(t, root, "config/grafana/image-clone-controller.json", `{"title": "x"}`+"\n")
 	if err := syncChart(root, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, root, chart+"/files/prometheusrule-spec.yaml"); !strings.Contains(got, "groups:\n- name: g\n") || !strings.Contains(got, "{{ $value }} lost") || strings.Contains(got, "metadata") {
-		t.Errorf("prometheusrule-spec.yaml = %q, want the spec alone, Prometheus' templates untouched", got)
+	if got := read(t, root, chart+"/files/prometheusrule-spec.yaml"); !strings.HasSuffix(got, "\ngroups:\n- name: g\n  rules:\n  # What A means.\n  - alert: A\n    annotations:\n      summary: '{{ $value }} lost'\n") {
+		t.Errorf("prometheusrule-spec.yaml = %q, want the spec alone, dedented, with its comments and Prometheus' templates", got)
 	}
 	if got := read(t, root, chart+"/files/grafana-dashboard.json"); got != `{"title": "x"}`+"\n" {
 		t.Errorf("grafana-dashboard.json = %q, want the dashboard as it is", got)
@@ -109,5 +109,18 @@ func TestSyncRefusesWhatItCannotCopy(t *testing.T) {
 				t.Error("synced without an error")
 			}
 		})
+	}
+}
+
+// A field written in flow style on its key's line has no block of its own: its value is re-encoded.
+func TestSyncReencodesAFieldWithoutABlock(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "config/crd/bases/a.yaml", "kind: CustomResourceDefinition\n")
+	write(t, root, "config/rbac/role.yaml", "kind: ClusterRole\nrules: [{apiGroups: [\"\"], resources: [pods], verbs: [get]}]\n")
+	if err := syncChart(root, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, root, chart+"/files/clusterrole-rules.yaml"); !strings.HasSuffix(got, "\n- apiGroups:\n  - \"\"\n  resources:\n  - pods\n  verbs:\n  - get\n") {
+		t.Errorf("clusterrole-rules.yaml = %q, want the rules re-encoded", got)
 	}
 }
