@@ -5,6 +5,8 @@ IMG ?= image-clone-controller:dev
 # Backup registry the deployed controller copies to (the kind registry's fixed ClusterIP, see config/registry).
 BACKUP_REGISTRY ?= 10.96.0.11:5001
 KIND_CLUSTER ?= image-clone
+# The Helm chart; make chart-sync copies into it what it renders from config/.
+CHART ?= charts/image-clone-controller
 
 # Binaries that tests and the local cluster need are built once and cached by version outside the clone,
 # so that a fresh clone (and CI) reuses them.
@@ -42,10 +44,15 @@ run: ## Run the controller against the current kubeconfig, without the webhook (
 	$(GO) run ./cmd/image-clone-controller --backup-registry=$(BACKUP_REGISTRY) --webhook=false $(ARGS)
 
 .PHONY: generate
-generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers, the CRDs and the API's deepcopy functions.
+generate: controller-gen ## Generate RBAC from the +kubebuilder:rbac markers, the CRDs, the API's deepcopy functions, and the chart's copies of config/.
 	$(CONTROLLER_GEN) rbac:roleName=image-clone-controller paths="./internal/..." output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) object paths="./api/..."
+	$(GO) run ./hack/chart-sync
+
+.PHONY: chart-sync
+chart-sync: ## Copy into the chart what it renders from config/: CRDs, the ClusterRole's rules, the PrometheusRule's spec, the Grafana dashboard.
+	$(GO) run ./hack/chart-sync
 
 .PHONY: fmt
 fmt: ## Format the Go code.
@@ -70,18 +77,21 @@ verify-fmt:
 verify-tidy:
 	$(GO) mod tidy -diff
 
+# What make generate writes.
+GENERATED = config/rbac config/crd api $(CHART)/crds $(CHART)/files
+
 .PHONY: verify-generate
 verify-generate: generate
-	@git diff --exit-code -- config/rbac config/crd api || { echo "generated files are stale: run 'make generate'"; exit 1; }
-	@test -z "$$(git status --porcelain -- config/rbac config/crd api)" || { echo "make generate made new files: commit them"; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make generate'"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { echo "make generate made new files: commit them"; exit 1; }
 
 ##@ Test
 
 .PHONY: test
-test: test-binaries cosign oras ## Run unit, registry, envtest and signing suites (installs what they need on first use).
+test: test-binaries cosign oras helm ## Run unit, registry, envtest, signing and chart-drift suites (installs what they need on first use).
 	KUBEBUILDER_ASSETS="$$(hack/test-binaries.sh envtest-dir)" \
 	REGISTRY_BINARY="$$(hack/test-binaries.sh registry)" \
-	COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" ORAS_BINARY="$(ORAS)-$(ORAS_VERSION)" \
+	COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" ORAS_BINARY="$(ORAS)-$(ORAS_VERSION)" HELM_BINARY="$(HELM)-$(HELM_VERSION)" \
 	$(GO) test ./... -race -count=1 $(GINKGO_FLAGS)
 
 # Controller flags test-e2e puts in front of LOCAL_CONTROLLER_ARGS (so a flag given there wins): every copy is
@@ -96,6 +106,30 @@ test-e2e: build cosign ## Run the end-to-end suite on a fresh local cluster, cop
 	$(E2E_ENV) hack/local-down.sh
 	$(E2E_ENV) hack/local-up.sh
 	status=0; $(E2E_ENV) E2E_KUBECONFIG="$(LOCAL_DIR)/kubeconfig" COSIGN_BINARY="$(COSIGN)-$(COSIGN_VERSION)" $(GO) test -tags e2e ./test/e2e -count=1 -timeout 20m -v $(GINKGO_FLAGS) || status=$$?; \
+	if [ $$status -ne 0 ]; then echo "--- last lines of the controller log:"; tail -n 40 "$(LOCAL_DIR)/logs/controller.log" || true; fi; \
+	if [ -z "$(E2E_KEEP)" ]; then $(LOCAL_ENV) hack/local-down.sh; fi; \
+	exit $$status
+
+# Values helm lint needs (backupRegistry is required), and the optional parts the lint turns on besides the
+# defaults: those whose files make chart-sync has copied (PrometheusRule, dashboard) only once they exist.
+CHART_LINT_VALUES = --set backupRegistry=registry.example.com/backup
+CHART_LINT_ALL = $(CHART_LINT_VALUES) --set backupPullSecret=backup-registry-pull --set metrics.serviceMonitor.enabled=true \
+	--set namespace.create=true --set inventory.retention=720h --set 'workloadKinds={Deployment,CronJob}' \
+	$(if $(wildcard $(CHART)/files/prometheusrule-spec.yaml),--set metrics.prometheusRule.enabled=true) \
+	$(if $(wildcard $(CHART)/files/grafana-dashboard.json),--set grafana.dashboard.enabled=true)
+
+.PHONY: chart-lint
+chart-lint: helm ## helm lint the chart, with its defaults and with its optional parts on.
+	$(HELM)-$(HELM_VERSION) lint --strict $(CHART) $(CHART_LINT_VALUES)
+	$(HELM)-$(HELM_VERSION) lint --strict $(CHART) $(CHART_LINT_ALL)
+	$(HELM)-$(HELM_VERSION) lint --strict $(CHART) $(CHART_LINT_VALUES) --set webhook.enabled=false --set workloadPullSecrets=false --set leaderElection.enabled=false
+
+.PHONY: test-chart
+test-chart: build helm chart-lint ## Lint the chart, compare it with config/, dry-run and install it on a fresh local cluster, back up the README's examples as its ServiceAccount (E2E_KEEP=1 keeps the cluster).
+	$(LOCAL_ENV) hack/local-down.sh
+	$(LOCAL_ENV) LOCAL_CONTROLLER=false hack/local-up.sh
+	status=0; HELM_BINARY="$(HELM)-$(HELM_VERSION)" CHART_KUBECONFIG="$(LOCAL_DIR)/kubeconfig" LOCAL_DIR="$(LOCAL_DIR)" CONTROLLER_BIN="$(LOCALBIN)/image-clone-controller" \
+		$(GO) test -tags e2e ./test/chart -count=1 -timeout 20m -v || status=$$?; \
 	if [ $$status -ne 0 ]; then echo "--- last lines of the controller log:"; tail -n 40 "$(LOCAL_DIR)/logs/controller.log" || true; fi; \
 	if [ -z "$(E2E_KEEP)" ]; then $(LOCAL_ENV) hack/local-down.sh; fi; \
 	exit $$status
@@ -184,6 +218,7 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 COSIGN ?= $(LOCALBIN)/cosign
 CRANE ?= $(LOCALBIN)/crane
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+HELM ?= $(LOCALBIN)/helm
 KIND ?= $(LOCALBIN)/kind
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 ORAS ?= $(LOCALBIN)/oras
@@ -197,6 +232,9 @@ COSIGN_VERSION ?= v3.1.3
 # The peer make bench compares the copy engine with; the same go-containerregistry release as go.mod.
 CRANE_VERSION ?= v0.22.1
 GOLANGCI_LINT_VERSION ?= v2.15.0
+# Renders charts/image-clone-controller in make test (test/chart) and lints and installs it in make test-chart.
+# Newest release; its go.mod asks for go 1.26.0.
+HELM_VERSION ?= v4.3.1
 KIND_VERSION ?= v0.33.0
 KUSTOMIZE_VERSION ?= v5.8.2
 # Attaches OCI 1.1 referrers (e.g. an SBOM) to test images, so that tests check that referrers are copied too.
@@ -225,6 +263,11 @@ $(CRANE)-$(CRANE_VERSION):
 golangci-lint: $(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION) ## Install golangci-lint into bin/.
 $(GOLANGCI_LINT)-$(GOLANGCI_LINT_VERSION):
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: helm
+helm: $(HELM)-$(HELM_VERSION) ## Install helm into bin/.
+$(HELM)-$(HELM_VERSION):
+	$(call go-build-module-tool,$(HELM),helm.sh/helm/v4,./cmd/helm,$(HELM_VERSION),-X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION),https://helm.sh/docs/intro/install/)
 
 .PHONY: kind
 kind: $(KIND)-$(KIND_VERSION) ## Install kind into bin/.
@@ -264,7 +307,8 @@ define go-install-tool
 endef
 
 # go-build-module-tool builds a Go tool whose module cannot be `go install`ed (its go.mod has replace
-# directives) from the module source in the module cache, into bin/ as <name>-<version>, and links <name> to it.
+# directives) or that learns its own version only from ldflags, from the module source in the module cache,
+# into bin/ as <name>-<version>, and links <name> to it.
 # $1 - target path, $2 - module, $3 - package in the module, $4 - version, $5 - extra ldflags, $6 - install docs
 define go-build-module-tool
 @[ -f "$(1)-$(4)" ] || { \

@@ -39,6 +39,9 @@
 #                                          to see lost copies restored within seconds (make test-e2e passes
 #                                          those, E2E_CONTROLLER_ARGS in the Makefile); they apply when the
 #                                          controller starts, so change them with --restart-controller
+#   LOCAL_CONTROLLER=true                  false starts only the cluster and the registries: no CRDs, RBAC,
+#                                          webhook configuration or controller (make test-chart installs
+#                                          those with the Helm chart and runs the controller itself)
 #   LOCAL_SEED=true                        push the sample images to the upstream registry
 #   LOCAL_TIMEOUT=90                       seconds to wait for each component to become ready
 #   LOCAL_STOP_GRACE=10                    seconds between SIGTERM and SIGKILL when stopping
@@ -53,6 +56,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/local-lib.sh"
 LOCAL_CONTROLLER_ARGS=${LOCAL_CONTROLLER_ARGS:-}
 LOCAL_SEED=${LOCAL_SEED:-true}
 LOCAL_WEBHOOK=${LOCAL_WEBHOOK:-true}
+LOCAL_CONTROLLER=${LOCAL_CONTROLLER:-true}
 LOCAL_TIMEOUT=${LOCAL_TIMEOUT:-90}
 
 controller_namespace=image-clone-system
@@ -74,6 +78,10 @@ esac
 case $LOCAL_WEBHOOK in
 true | false) ;;
 *) die "LOCAL_WEBHOOK must be true or false, not '$LOCAL_WEBHOOK'" ;;
+esac
+case $LOCAL_CONTROLLER in
+true | false) ;;
+*) die "LOCAL_CONTROLLER must be true or false, not '$LOCAL_CONTROLLER'" ;;
 esac
 
 started_at=$SECONDS
@@ -531,6 +539,15 @@ summary() {
 	if [ "$LOCAL_WEBHOOK" = true ]; then
 		webhook_summary="admission webhook https://localhost:$LOCAL_WEBHOOK_PORT/mutate-workloads (certificate in ${rel}/webhook-certs)"
 	fi
+	if [ "$LOCAL_CONTROLLER" = false ]; then
+		cat <<EOF
+
+Local cluster is up ($((SECONDS - started_at))s) without the controller (LOCAL_CONTROLLER=false): $LOCAL_NODES kwok nodes,
+API server https://127.0.0.1:$LOCAL_APISERVER_PORT, kubeconfig $LOCAL_DIR/kubeconfig,
+backup registry 127.0.0.1:$LOCAL_BACKUP_REGISTRY_PORT, upstream registry 127.0.0.1:$LOCAL_UPSTREAM_REGISTRY_PORT. Stop everything: make local-down.
+EOF
+		return
+	fi
 	cat <<EOF
 
 Local cluster is up ($((SECONDS - started_at))s): $LOCAL_NODES kwok nodes, API server https://127.0.0.1:$LOCAL_APISERVER_PORT
@@ -611,9 +628,11 @@ if [ "$LOCAL_NODES" -gt 0 ]; then
 	nodes_manifest | k apply -f - >/dev/null
 	log "applied $LOCAL_NODES kwok nodes"
 fi
-apply_crds
-apply_rbac
-apply_webhook
+if [ "$LOCAL_CONTROLLER" = true ]; then
+	apply_crds
+	apply_rbac
+	apply_webhook
+fi
 
 if [ -n "$seed_pid" ]; then
 	wait "$seed_pid" || {
@@ -623,8 +642,12 @@ if [ -n "$seed_pid" ]; then
 	log "upstream registry seeded ($(grep -c ': pushed' "$logs_dir/seed.log" || true) pushed, $(grep -c ': exists' "$logs_dir/seed.log" || true) already there)"
 fi
 
-start_controller
-wait_controller
+if [ "$LOCAL_CONTROLLER" = true ]; then
+	start_controller
+	wait_controller
+else
+	log "no controller, CRDs, RBAC or webhook configuration (LOCAL_CONTROLLER=false)"
+fi
 
 # Ready nodes and the default ServiceAccount (which pods need) mean workloads can run right away.
 if [ "$LOCAL_NODES" -gt 0 ]; then
