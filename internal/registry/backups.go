@@ -153,16 +153,19 @@ func (c *Copier) Restore(ctx context.Context, req RestoreRequest) (Restored, err
 		return Restored{}, finish(ctx, err)
 	}
 	src := pull.Context().Digest(req.Digest.String())
-	if _, err := s.head(ctx, src); err != nil {
+	source, err := s.head(ctx, src)
+	if err != nil {
 		if isMissing(err) {
 			return Restored{}, permanent(fmt.Errorf("%s@%s: %w: %w", describePull(req.Source, pull), req.Digest, ErrSourceLost, err))
 		}
 		return Restored{}, finish(ctx, fmt.Errorf("resolving %s@%s: %w", describePull(req.Source, pull), req.Digest, err))
 	}
-	// The pusher skips an image whose manifest the backup has, so the blobs of a copy that lost only some of
-	// them are written first.
+	// The pusher skips every manifest the backup has, and with it the blobs it references, so the blobs of a
+	// copy that lost only some of them are written first: when its manifest is there, and for an index, whose
+	// images may be there although the index itself was lost. An image whose manifest is gone has all of its
+	// blobs written by the pusher.
 	_, err = s.head(ctx, dst.Context().Digest(req.Digest.String()))
-	repair := err == nil
+	repair := err == nil || source.MediaType.IsIndex()
 	key := dst.String() + "@" + req.Digest.String()
 	flight := c.flights.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CopyTimeout)
@@ -183,8 +186,9 @@ func (c *Copier) Restore(ctx context.Context, req RestoreRequest) (Restored, err
 }
 
 // Delete deletes ref — a tag, or a manifest by digest — from the backup registry. Deleting a manifest by digest
-// removes it for every tag of its repository that points to it. A reference that does not exist is not an
-// error. An error wrapping ErrDeleteRefused means the registry does not allow deletes (the distribution
+// removes it for every tag of its repository that points to it, where the registry untags it as the
+// distribution registry does (go-containerregistry's in-memory registry keeps such tags, serving the manifest
+// still). A reference that does not exist is not an error. An error wrapping ErrDeleteRefused means the registry does not allow deletes (the distribution
 // registry's default; REGISTRY_STORAGE_DELETE_ENABLED=true allows them) or not of tags.
 func (c *Copier) Delete(ctx context.Context, ref name.Reference) error {
 	ref, err := c.parse(ref.String())

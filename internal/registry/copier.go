@@ -71,12 +71,14 @@ func (c *Copier) Copy(ctx context.Context, req CopyRequest) (v1.Hash, error) {
 	defer cancel()
 	ctx = withRetryBudget(ctx)
 	digest, result, err := c.copy(ctx, req, true)
+	// Classed before it is observed: the inventory words its condition from the observed error (Explain).
+	err = finish(ctx, err)
 	if err != nil && ClassOf(err) != Incomplete {
 		result = resultFailed
 		c.observe(Observation{Source: req.Source, Target: req.Target, State: Failed, Digest: digest, Err: err})
 	}
 	copiesTotal.WithLabelValues(result).Inc()
-	return digest, finish(ctx, err)
+	return digest, err
 }
 
 // ErrNotBackedUp is wrapped by the error of Lookup for an image that the backup registry does not hold complete

@@ -36,6 +36,9 @@ type registries struct {
 	// linksBlobs is set when the registry serves a blob only in the repositories it was uploaded or mounted to,
 	// as the distribution registry does; go-containerregistry's in-memory registry serves every blob everywhere.
 	linksBlobs bool
+	// untagsDeleted is set when deleting a manifest by digest removes the tags that point to it, as the
+	// distribution registry does; go-containerregistry's in-memory registry keeps them.
+	untagsDeleted bool
 }
 
 // registryKind is a registry implementation the copier is tested against.
@@ -57,7 +60,7 @@ var registryKinds = []registryKind{
 	{
 		name: "distribution registry",
 		start: func() registries {
-			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true}
+			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true, untagsDeleted: true}
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				reg.SetDown(false)
 				reg.ResetMiddleware()

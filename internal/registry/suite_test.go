@@ -31,11 +31,11 @@ var _ = BeforeSuite(func() {
 	distBackup = startDistribution(binary)
 })
 
-func startDistribution(binary string) *registrytest.Registry {
+func startDistribution(binary string, opts ...registrytest.DistributionOption) *registrytest.Registry {
 	dir, err := os.MkdirTemp("", "registry-test-")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, dir)
-	reg, err := registrytest.StartDistribution(binary, dir)
+	reg, err := registrytest.StartDistribution(binary, dir, opts...)
 	Expect(err).NotTo(HaveOccurred(), "starting the distribution registry %q", binary)
 	DeferCleanup(reg.Close)
 	return reg
