@@ -182,7 +182,9 @@ func (c *Copier) copy(ctx context.Context, req CopyRequest, copying bool) (v1.Ha
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CopyTimeout)
 		defer cancel()
 		c.observe(Observation{Source: req.Source, Target: req.Target, State: Copying, Digest: digest})
-		done, err := c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst, false)
+		// A copy whose verification failed may have its manifests without all their blobs, which the pusher
+		// would skip: its blobs are written first.
+		done, err := c.copyAndVerify(fctx, s, req.Source, pull.Context().Digest(digest.String()), dst, c.failedVerification(key))
 		if err == nil || ClassOf(err) == Incomplete {
 			c.observe(Observation{Source: req.Source, Target: req.Target, State: Copied, Digest: digest, Details: &done.Details})
 		}

@@ -30,9 +30,6 @@ const (
 // registries are the source and backup registries of one spec.
 type registries struct {
 	upstream, backup *registrytest.Registry
-	// checksReferences is set when the registry refuses a manifest that references content it lacks, as the
-	// distribution registry does; go-containerregistry's in-memory registry accepts any manifest.
-	checksReferences bool
 	// linksBlobs is set when the registry serves a blob only in the repositories it was uploaded or mounted to,
 	// as the distribution registry does; go-containerregistry's in-memory registry serves every blob everywhere.
 	linksBlobs bool
@@ -60,7 +57,7 @@ var registryKinds = []registryKind{
 	{
 		name: "distribution registry",
 		start: func() registries {
-			r := registries{upstream: distUpstream, backup: distBackup, checksReferences: true, linksBlobs: true, untagsDeleted: true}
+			r := registries{upstream: distUpstream, backup: distBackup, linksBlobs: true, untagsDeleted: true}
 			for _, reg := range []*registrytest.Registry{r.upstream, r.backup} {
 				reg.SetDown(false)
 				reg.ResetMiddleware()

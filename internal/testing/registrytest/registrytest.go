@@ -317,6 +317,16 @@ func (r *Registry) Mounts(repo string) int {
 	return n
 }
 
+// SettledRequests returns the requests received so far once those still being served have been recorded (for up
+// to 5 seconds): a client can have the last byte of an answer before the proxy records the request, so counting
+// right after a call returns may miss its last requests.
+func (r *Registry) SettledRequests() []Request {
+	for deadline := time.Now().Add(5 * time.Second); r.inFlight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return r.Requests()
+}
+
 // ResetRequests forgets the requests received so far. Requests still being served (a blob whose last bytes
 // are in transit while the client has moved on) are waited for first, for up to 5 seconds, so that they are
 // not counted as requests made after the reset.
