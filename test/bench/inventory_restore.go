@@ -28,9 +28,9 @@ const (
 )
 
 // runRestore measures the restore row on a cluster of its own, whose controller verifies every copy every
-// restoreInterval: cfg.restores copies are made, the backup registry loses its whole storage on disk, and the
-// row waits until every ImageBackup is Ready again from a restore and every backup tag resolves to its recorded
-// digest.
+// restoreInterval: cfg.restores copies are made, the backup registry loses its whole storage on disk (moved
+// away in one rename, as a lost volume would be), and the row waits until every ImageBackup is Ready again
+// from a restore and every backup tag resolves to its recorded digest.
 func runRestore(ctx context.Context, env *benchEnv) ([]Result, error) {
 	cfg := inventoryConfigFor(env)
 	n := cfg.restores
@@ -78,11 +78,14 @@ func runRestore(ctx context.Context, env *benchEnv) ([]Result, error) {
 	if _, err := os.Stat(storage); err != nil {
 		return nil, fmt.Errorf("the backup registry's storage: %w", err)
 	}
+	// Renamed away at once, since restores begin while a delete would still be under way; deleted afterwards.
+	gone := storage + ".lost"
 	lost := time.Now()
 	lostSecond := lost.Truncate(time.Second)
-	if err := os.RemoveAll(storage); err != nil {
-		return nil, err
+	if err := os.Rename(storage, gone); err != nil {
+		return nil, fmt.Errorf("losing the backup registry's storage: %w", err)
 	}
+	defer os.RemoveAll(gone)
 	inventoryLog("restore: the backup registry lost its storage (%d copies, %s of blobs)", n, mib(lostBytes))
 
 	var ready int
@@ -131,7 +134,7 @@ func runRestore(ctx context.Context, env *benchEnv) ([]Result, error) {
 	upstream := ic.upstream.Requests()
 
 	row := fmt.Sprintf("restore: %d copies lost at once (%s of blobs)", n, mib(lostBytes))
-	where := fmt.Sprintf("the backup registry's whole storage deleted on disk; two-platform indexes, %d layers of %s per platform; %s; "+
+	where := fmt.Sprintf("the backup registry's whole storage moved away on disk at once; two-platform indexes, %d layers of %s per platform; %s; "+
 		"controller flags: %s", restoreLayers, mib(restoreLayerSize), setup, ic.flags(ic.upstreamArgs()...))
 	return []Result{
 		{

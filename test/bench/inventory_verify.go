@@ -76,6 +76,8 @@ func upstreamCounts(reqs []registrytest.Request) string {
 			kind = "blobs"
 		case strings.Contains(r.Path, "/referrers/"):
 			kind = "referrers"
+		case strings.HasSuffix(r.Path, "/tags/list"):
+			kind = "tags"
 		case r.Path == "/v2/":
 			kind = "ping"
 		}
