@@ -1,9 +1,16 @@
 // Command bench measures the copy engine against its peers (crane, skopeo and a raw GET→PUT floor) on
-// registries it starts on loopback, and prints one table row per measure (make bench).
+// registries it starts on loopback, and the controller on private local clusters, and prints one table row
+// per measure (make bench).
 //
 // Usage:
 //
 //	go run ./test/bench [-smoke] [-out bench-results.json] [-rows copy,shared,noop,parallel] [-cpuprofile DIR]
+//
+// Rows (-rows picks some, -h lists them all): copy, shared, noop, parallel and artifacts (copy.go,
+// copy_artifacts.go) measure the copy engine; verify, memory and restore (inventory.go) the ImageBackup
+// inventory in the controller: backup and upstream registry requests per backup in one verification pass
+// over 2,000 copies, the controller's heap per 1,000 ImageBackups, and the time to restore 100 lost copies;
+// scale and overhead (scale.go) the controller at scale; admission and rollouts (webhook.go) the webhook.
 //
 // Every contender of a row is measured in the same run, alternating, and the median of the iterations is
 // reported. Rows register themselves in rows from init functions, so that more files can add theirs.
