@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/cache"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,22 +24,33 @@ import (
 	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 )
 
-// PullSecrets reads the pull secrets of workloads. Secrets are read one by one past the cache, so the
-// controller never holds every Secret of the cluster in memory and only needs to get them, not list them.
+// PullSecrets reads the pull secrets of workloads. ServiceAccounts and Secrets are read one by one past the
+// cache, so the controller never holds every Secret of the cluster in memory and only needs to get them, not
+// list or watch them (which is also what lets their RBAC be bound in some namespaces only).
 type PullSecrets struct {
 	// Reader reads ServiceAccounts and Secrets; the manager's API reader, not its cache.
 	Reader client.Reader
 	// TTL, when positive, has Credentials remember what it read for a namespace, ServiceAccount and list of
-	// pull secret names for that long, so that a caller with a small time budget (the admission webhook) does
-	// not read the API server on every request; a rotated Secret takes effect within it. 0 reads every time.
+	// pull secret names for that long, and share one read among the calls that want the same at the same time:
+	// the workloads of a namespace, which are often reconciled together (a new namespace, a restart), cost one
+	// read of their ServiceAccount instead of one each, and the admission webhook, with its small time budget,
+	// reads nothing on most requests. A ServiceAccount's changed imagePullSecrets, or a rotated or deleted
+	// Secret, take effect for calls made once the TTL has passed since the read. 0 reads on every call.
 	TTL time.Duration
+	// Clock is the TTL's time source (default the system clock); tests set a fake one.
+	Clock cache.Clock
 
 	once       sync.Once
 	remembered *cache.LRUExpireCache
+	reads      singleflight.Group
 }
 
 // rememberedSize bounds how many credential sets PullSecrets remembers.
 const rememberedSize = 10000
+
+// sharedReadTimeout bounds a read that several calls wait for, which runs on even when the call that started
+// it gives up.
+const sharedReadTimeout = time.Minute
 
 // readCredentials is what Credentials read for one key.
 type readCredentials struct {
@@ -55,17 +68,44 @@ func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *c
 	if p.TTL <= 0 {
 		return p.read(ctx, namespace, spec)
 	}
-	p.once.Do(func() { p.remembered = cache.NewLRUExpireCache(rememberedSize) })
+	p.once.Do(func() {
+		var c cache.Clock = clock.RealClock{}
+		if p.Clock != nil {
+			c = p.Clock
+		}
+		p.remembered = cache.NewLRUExpireCacheWithClock(rememberedSize, c)
+	})
 	key := strings.Join([]string{namespace, spec.ServiceAccountName, fmt.Sprint(spec.ImagePullSecrets)}, "\x00")
-	if got, ok := p.remembered.Get(key); ok {
-		r := got.(readCredentials)
-		return r.auth, r.unused, nil
+	if r, ok := p.remembered.Get(key); ok {
+		return r.(readCredentials).auth, r.(readCredentials).unused, nil
 	}
-	auth, unused, err := p.read(ctx, namespace, spec)
-	if err == nil {
-		p.remembered.Add(key, readCredentials{auth: auth, unused: unused}, p.TTL)
+	// The read is shared, so it must not end with the call that started it; each call still waits only as
+	// long as its own context lets it.
+	shared := p.reads.DoChan(key, func() (any, error) {
+		if r, ok := p.remembered.Get(key); ok { // remembered by a read that ended after the check above
+			return r, nil
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedReadTimeout)
+		defer cancel()
+		// What the key names of the spec, which the callers' specs share.
+		named := &corev1.PodSpec{ServiceAccountName: spec.ServiceAccountName, ImagePullSecrets: slices.Clone(spec.ImagePullSecrets)}
+		auth, unused, err := p.read(rctx, namespace, named)
+		if err != nil {
+			return nil, err
+		}
+		r := readCredentials{auth: auth, unused: unused}
+		p.remembered.Add(key, r, p.TTL)
+		return r, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case res := <-shared:
+		if res.Err != nil {
+			return nil, nil, res.Err
+		}
+		return res.Val.(readCredentials).auth, res.Val.(readCredentials).unused, nil
 	}
-	return auth, unused, err
 }
 
 // read is Credentials without memory.
