@@ -79,16 +79,16 @@ func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *c
 	if r, ok := p.remembered.Get(key); ok {
 		return r.(readCredentials).auth, r.(readCredentials).unused, nil
 	}
-	// The read is shared, so it must not end with the call that started it; each call still waits only as
-	// long as its own context lets it.
+	// The read is shared, so it must not end with the call that started it, nor use its spec after it returned
+	// (only what the key names, which the callers' specs share); each call still waits only as long as its own
+	// context lets it.
+	named := &corev1.PodSpec{ServiceAccountName: spec.ServiceAccountName, ImagePullSecrets: slices.Clone(spec.ImagePullSecrets)}
 	shared := p.reads.DoChan(key, func() (any, error) {
 		if r, ok := p.remembered.Get(key); ok { // remembered by a read that ended after the check above
 			return r, nil
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedReadTimeout)
 		defer cancel()
-		// What the key names of the spec, which the callers' specs share.
-		named := &corev1.PodSpec{ServiceAccountName: spec.ServiceAccountName, ImagePullSecrets: slices.Clone(spec.ImagePullSecrets)}
 		auth, unused, err := p.read(rctx, namespace, named)
 		if err != nil {
 			return nil, err
