@@ -122,7 +122,8 @@ func scaleConfigFor(env *benchEnv, size scaleSize) scaleConfig {
 	case size == scale10k:
 		cfg.namespaces, cfg.deployments, cfg.daemonSets, cfg.statefulSets, cfg.cronJobs = 200, 8000, 1000, 500, 500
 		cfg.images = 500
-		cfg.convergeTimeout = 20 * time.Minute
+		// Generous: on a busy 2-core machine the row takes tens of minutes, and its counts are worth having then too.
+		cfg.convergeTimeout = time.Hour
 		cfg.targets = scaleTargets{afterCreation: 90 * time.Second, rssMiB: 200, requestsPerWorkload: 2}
 	}
 	if r, err := strconv.Atoi(os.Getenv("SCALE_REPLICAS")); err == nil && r >= 0 {
