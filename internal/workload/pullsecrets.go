@@ -35,7 +35,9 @@ type PullSecrets struct {
 	// the workloads of a namespace, which are often reconciled together (a new namespace, a restart), cost one
 	// read of their ServiceAccount instead of one each, and the admission webhook, with its small time budget,
 	// reads nothing on most requests. A ServiceAccount's changed imagePullSecrets, or a rotated or deleted
-	// Secret, take effect for calls made once the TTL has passed since the read. 0 reads on every call.
+	// Secret, take effect for calls made once the TTL has passed since the read. A read that did not find the
+	// ServiceAccount or a Secret is not remembered: one created right after its workload is used at once. 0
+	// reads on every call.
 	TTL time.Duration
 	// Clock is the TTL's time source (default the system clock); tests set a fake one.
 	Clock cache.Clock
@@ -56,6 +58,9 @@ const sharedReadTimeout = time.Minute
 type readCredentials struct {
 	auth   *registry.Credentials
 	unused []string
+	// missing is set when the ServiceAccount or a Secret it names was not found: such a read is not
+	// remembered, since what was missing is often created right after the workload that needs it.
+	missing bool
 }
 
 // Credentials returns the credentials the pods of a workload in namespace with pod spec spec pull with: the
@@ -66,7 +71,8 @@ type readCredentials struct {
 // more. unused names those secrets and why, for the user to read next to an access error.
 func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *corev1.PodSpec) (*registry.Credentials, []string, error) {
 	if p.TTL <= 0 {
-		return p.read(ctx, namespace, spec)
+		r, err := p.read(ctx, namespace, spec)
+		return r.auth, r.unused, err
 	}
 	p.once.Do(func() {
 		var c cache.Clock = clock.RealClock{}
@@ -89,12 +95,13 @@ func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *c
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedReadTimeout)
 		defer cancel()
-		auth, unused, err := p.read(rctx, namespace, named)
+		r, err := p.read(rctx, namespace, named)
 		if err != nil {
 			return nil, err
 		}
-		r := readCredentials{auth: auth, unused: unused}
-		p.remembered.Add(key, r, p.TTL)
+		if !r.missing {
+			p.remembered.Add(key, r, p.TTL)
+		}
 		return r, nil
 	})
 	select {
@@ -109,7 +116,9 @@ func (p *PullSecrets) Credentials(ctx context.Context, namespace string, spec *c
 }
 
 // read is Credentials without memory.
-func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.PodSpec) (auth *registry.Credentials, unused []string, err error) {
+func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.PodSpec) (readCredentials, error) {
+	var unused []string
+	var missing bool
 	log := ctrl.LoggerFrom(ctx)
 	// The pod's own pull secrets come first, then its ServiceAccount's, as the kubelet orders them: where two
 	// secrets hold credentials for the same key, the first one wins.
@@ -131,11 +140,12 @@ func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.P
 	case err == nil:
 		addNames(sa.ImagePullSecrets)
 	case apierrors.IsNotFound(err):
+		missing = true
 	case apierrors.IsForbidden(err):
 		log.Info("Not allowed to read the workload's ServiceAccount; pulling without its pull secrets", "serviceAccount", saName, "error", err.Error())
 		unused = append(unused, "ServiceAccount "+saName+" (the controller may not read it)")
 	default:
-		return nil, nil, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
+		return readCredentials{}, fmt.Errorf("reading ServiceAccount %s/%s for its pull secrets: %w", namespace, saName, err)
 	}
 
 	var keyrings []*dockerconfig.Keyring
@@ -146,13 +156,14 @@ func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.P
 		case err == nil:
 		case apierrors.IsNotFound(err):
 			unused = append(unused, secretName+" (not found)")
+			missing = true
 			continue
 		case apierrors.IsForbidden(err):
 			log.Info("Not allowed to read a pull secret; pulling without it", "secret", secretName, "error", err.Error())
 			unused = append(unused, secretName+" (the controller may not read it)")
 			continue
 		default:
-			return nil, nil, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
+			return readCredentials{}, fmt.Errorf("reading pull secret %s/%s: %w", namespace, secretName, err)
 		}
 		keyring, err := dockerconfig.FromSecret(secret)
 		switch {
@@ -171,9 +182,9 @@ func (p *PullSecrets) read(ctx context.Context, namespace string, spec *corev1.P
 		fmt.Fprintf(id, "%d:%s:%d:", len(secret.Type), secret.Type, len(secret.Data[key]))
 		id.Write(secret.Data[key])
 	}
-	auth = &registry.Credentials{Keychain: dockerconfig.Merge(keyrings...)}
+	auth := &registry.Credentials{Keychain: dockerconfig.Merge(keyrings...)}
 	if len(keyrings) > 0 {
 		auth.ID = hex.EncodeToString(id.Sum(nil))
 	}
-	return auth, unused, nil
+	return readCredentials{auth: auth, unused: unused, missing: missing}, nil
 }

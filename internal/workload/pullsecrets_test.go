@@ -160,3 +160,37 @@ func TestPullSecretsSharedReadLeavesACancelledCaller(t *testing.T) {
 		t.Errorf("the ServiceAccount was read %d times, want once", got)
 	}
 }
+
+func TestPullSecretsDoNotRememberWhatWasMissing(t *testing.T) {
+	api := fake.NewClientBuilder().Build()
+	reader := &countingReader{Reader: api}
+	ctx := context.Background()
+	p := &PullSecrets{Reader: reader, TTL: time.Hour}
+	spec := &corev1.PodSpec{ServiceAccountName: "puller"}
+
+	if _, _, err := p.Credentials(ctx, "apps", spec); err != nil {
+		t.Fatal(err)
+	}
+	// The ServiceAccount is created after the workload, naming a Secret that is created later still.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "puller"},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}}}
+	if err := api.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	if creds, unused, err := p.Credentials(ctx, "apps", spec); err != nil || creds.ID != "" || len(unused) != 1 {
+		t.Fatalf("with the ServiceAccount only: credentials %+v, unused %v, %v; want none, regcred not found", creds, unused, err)
+	}
+	if err := api.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "regcred"},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"registry.example.com":{"auth":"dTpw"}}}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	creds, _, err := p.Credentials(ctx, "apps", spec)
+	if err != nil || creds.ID == "" {
+		t.Fatalf("with both: credentials %+v, %v; want the Secret's", creds, err)
+	}
+	reads := reader.gets.Load()
+	if again, _, _ := p.Credentials(ctx, "apps", spec); again.ID != creds.ID || reader.gets.Load() != reads {
+		t.Errorf("a complete read must be remembered: %d more reads", reader.gets.Load()-reads)
+	}
+}
