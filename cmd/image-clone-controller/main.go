@@ -124,7 +124,7 @@ func main() {
 		"Docker config file with registry credentials, e.g. a mounted kubernetes.io/dockerconfigjson Secret. Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json if present.")
 	flag.DurationVar(&f.copyTimeout, "copy-timeout", 30*time.Minute, "Time limit for backing up one image: resolving its tag, checking the backup, copying and verifying.")
 	flag.DurationVar(&f.tagCacheTTL, "tag-cache-ttl", time.Minute,
-		"How long the digest a source tag resolved to is reused for other workloads with the same image (and pull credentials) without asking the source registry again; 0 asks every time. The backup registry is asked on every reconcile regardless.")
+		"How long the digest a source tag resolved to is reused for other workloads with the same image (and pull credentials) without asking the source registry again; 0 asks every time. The backup registry is asked on every reconcile regardless. With --workload-pull-secrets, the pull secrets read for a workload (its ServiceAccount's imagePullSecrets and the Secrets) are reused as long for workloads of the same namespace, ServiceAccount and pod pull secrets: a change to them applies within this time.")
 	flag.StringVar(&f.maxImageSize, "max-image-size", "0",
 		"Largest image copied, as a quantity of bytes (10Gi, 500Mi): the sum of its distinct blobs over every platform, as its manifests give them. Larger images are refused with a Warning Event before any blob is copied. 0 is no limit.")
 	flag.BoolVar(&f.copyReferrers, "copy-referrers", true,
@@ -297,9 +297,12 @@ func run(ctx context.Context, f flags) error {
 		MaxConcurrentReconciles: f.maxConcurrentReconciles,
 		MaxConcurrentImages:     f.maxConcurrentCopies,
 		WorkloadPullSecrets:     f.workloadPullSecrets,
-		BackupPullSecret:        f.backupPullSecret,
-		OwnNamespace:            ownNamespace,
-		Kinds:                   kinds,
+		// As in the webhook: the proofs those credentials make are remembered as long (the tag cache), so
+		// their reads may be too.
+		PullSecretsTTL:   f.tagCacheTTL,
+		BackupPullSecret: f.backupPullSecret,
+		OwnNamespace:     ownNamespace,
+		Kinds:            kinds,
 	}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -314,7 +315,19 @@ func startSpecManager(backupHost, ownNamespace, id string) (imageref.Backup, *re
 	GinkgoHelper()
 	b, err := imageref.ParseBackup(backupHost)
 	Expect(err).NotTo(HaveOccurred())
+	copier := &recordingCopier{}
+	startSpecManagerWith(restConfig, copier, controller.Options{
+		Backup:                  b,
+		IgnoredNamespaces:       workload.IgnoredNamespaces(nil, ownNamespace),
+		MaxConcurrentReconciles: 1,
+		MaxConcurrentImages:     1,
+	}, ownNamespace, id)
+	return b, copier
+}
 
+// startSpecManagerWith is startSpecManager with a rest config, a copier and options of the caller's.
+func startSpecManagerWith(cfg *rest.Config, copier controller.ImageCopier, opts controller.Options, ownNamespace, id string) {
+	GinkgoHelper()
 	namespaces := map[string]cache.Config{ignoredNamespace: {}}
 	if ownNamespace != "" {
 		namespaces[ownNamespace] = cache.Config{}
@@ -325,7 +338,7 @@ func startSpecManager(backupHost, ownNamespace, id string) (imageref.Backup, *re
 	// reading their Namespace (the others are ignored).
 	specNamespace := cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", ignoredNamespace)}
 	skipNameValidation := true // the suite's manager runs controllers of the same names
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: &skipNameValidation},
@@ -337,17 +350,10 @@ func startSpecManager(backupHost, ownNamespace, id string) (imageref.Backup, *re
 		},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	copier := &recordingCopier{}
-	Expect(controller.SetupWithManager(mgr, copier, controller.Options{
-		Backup:                  b,
-		IgnoredNamespaces:       workload.IgnoredNamespaces(nil, ownNamespace),
-		MaxConcurrentReconciles: 1,
-		MaxConcurrentImages:     1,
-	})).To(Succeed())
+	Expect(controller.SetupWithManager(mgr, copier, opts)).To(Succeed())
 
 	stop := managertest.Start(mgr)
 	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
-	return b, copier
 }
 
 // registryService returns a Service in ignoredNamespace named app that selects the pods of the workload named

@@ -2,16 +2,26 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/controller"
+	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
+	"github.com/image-clone-controller/image-clone-controller/internal/registry"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/workloadtest"
 )
@@ -242,3 +252,148 @@ var _ = Describe("pull secrets", func() {
 		})
 	})
 })
+
+// The workloads of a namespace share one read of their ServiceAccount for --tag-cache-ttl (PullSecretsTTL),
+// across kinds. These specs run a manager of their own (see protect_test.go for how it is kept apart from the
+// suite's), with a fake clock for that TTL, whose requests to the API server are counted, and a copier that
+// reads each workload's credentials as the real one does and records them.
+var _ = Describe("sharing the reads of pull secrets", func() {
+	ctx := context.Background()
+
+	It("reads a ServiceAccount once for many workloads of its namespace, and honours its change once the TTL has passed", func() {
+		Expect(client.IgnoreAlreadyExists(k8sClient.Create(ctx,
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ignoredNamespace}}))).To(Succeed())
+		id, saName := unique("shared-reads"), unique("builder")
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ignoredNamespace, Name: saName}}
+		Expect(k8sClient.Create(ctx, sa)).To(Succeed())
+
+		cfg := rest.CopyConfig(restConfig)
+		reads := &requestCounter{method: http.MethodGet, path: "/api/v1/namespaces/" + ignoredNamespace + "/serviceaccounts/" + saName}
+		cfg.Wrap(reads.wrap)
+		clock := clocktesting.NewFakeClock(time.Now())
+		copier := &credentialsCopier{}
+		b, err := imageref.ParseBackup("backup.example.com/shared")
+		Expect(err).NotTo(HaveOccurred())
+		const ttl = time.Minute
+		startSpecManagerWith(cfg, copier, controller.Options{
+			Backup:                  b,
+			MaxConcurrentReconciles: 4,
+			MaxConcurrentImages:     1,
+			WorkloadPullSecrets:     true,
+			PullSecretsTTL:          ttl,
+			Clock:                   clock,
+		}, "", id)
+
+		deployment := func(name, image string) client.Object {
+			GinkgoHelper()
+			d := labelled(newDeployment(ignoredNamespace, name, nil, []string{image}), id)
+			d.Spec.Template.Spec.ServiceAccountName = saName
+			Expect(k8sClient.Create(ctx, d)).To(Succeed())
+			return d
+		}
+		var workloads []client.Object
+		for i := range 6 {
+			workloads = append(workloads, deployment(fmt.Sprintf("d-%s-%d", id, i), unique("app")+":1"))
+			ds := labelled(newDaemonSet(ignoredNamespace, fmt.Sprintf("ds-%s-%d", id, i), nil, []string{unique("agent") + ":1"}), id)
+			ds.Spec.Template.Spec.ServiceAccountName = saName
+			Expect(k8sClient.Create(ctx, ds)).To(Succeed())
+			workloads = append(workloads, ds)
+		}
+		for _, w := range workloads {
+			Eventually(templateImages(w)).Should(HaveExactElements(HavePrefix(b.String() + "/")))
+		}
+		Expect(copier.Calls()).To(Equal(len(workloads)), "every workload's copy read its credentials")
+		Expect(reads.Count()).To(Equal(1), "one read of the ServiceAccount for %d workloads of two kinds", len(workloads))
+
+		By("reusing what was read, within the TTL, after the ServiceAccount changed")
+		Expect(k8sClient.Create(ctx, dockerConfigSecret(ignoredNamespace, saName+"-regcred", "registry.example.com", "tenant", "tenant-pass"))).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sa), sa)).To(Succeed())
+		sa.ImagePullSecrets = []corev1.LocalObjectReference{{Name: saName + "-regcred"}}
+		Expect(k8sClient.Update(ctx, sa)).To(Succeed())
+		clock.Step(ttl - time.Second)
+		within := unique("within") + ":1"
+		w := deployment("within-"+id, within)
+		Eventually(templateImages(w)).Should(HaveExactElements(HavePrefix(b.String() + "/")))
+		Expect(copier.CredentialsOf(mustMap(within).Source.String())).To(BeEmpty(), "the credentials read before the change")
+		Expect(reads.Count()).To(Equal(1))
+
+		By("reading the ServiceAccount again once the TTL has passed, and pulling with its new pull secret")
+		clock.Step(2 * time.Second)
+		after := unique("after") + ":1"
+		w = deployment("after-"+id, after)
+		Eventually(templateImages(w)).Should(HaveExactElements(HavePrefix(b.String() + "/")))
+		Expect(copier.CredentialsOf(mustMap(after).Source.String())).NotTo(BeEmpty(), "the ServiceAccount's pull secret")
+		Expect(reads.Count()).To(Equal(2))
+	})
+})
+
+// requestCounter counts the requests of one method to one path that pass the transport it wraps.
+type requestCounter struct {
+	method, path string
+
+	mu sync.Mutex
+	n  int
+}
+
+func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		if req.Method == c.method && req.URL.Path == c.path {
+			c.mu.Lock()
+			c.n++
+			c.mu.Unlock()
+		}
+		return next.RoundTrip(req)
+	})
+}
+
+// Count returns how many requests were counted so far.
+func (c *requestCounter) Count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// credentialsCopier reads the credentials of every copy request, as the real copier does before it pulls,
+// records their ID by source, and reports the copy as done at a fixed digest.
+type credentialsCopier struct {
+	mu    sync.Mutex
+	calls int
+	ids   map[string]string
+}
+
+func (c *credentialsCopier) Copy(ctx context.Context, req registry.CopyRequest) (v1.Hash, error) {
+	var id string
+	if req.Credentials != nil {
+		creds, err := req.Credentials(ctx)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		id = creds.ID
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil {
+		c.ids = map[string]string{}
+	}
+	c.calls++
+	c.ids[req.Source.String()] = id
+	return v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("1", 64)}, nil
+}
+
+// Calls returns how many copies were asked for.
+func (c *credentialsCopier) Calls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls
+}
+
+// CredentialsOf returns the ID of the credentials the copy of source was asked with ("" for none).
+func (c *credentialsCopier) CredentialsOf(source string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ids[source]
+}

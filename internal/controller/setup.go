@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -70,6 +71,13 @@ type Options struct {
 	// and its ServiceAccount) instead of the copier's credentials, so a workload is only backed up from images
 	// it could pull itself. It needs permission to get Secrets and ServiceAccounts.
 	WorkloadPullSecrets bool
+	// PullSecretsTTL is how long the pull secrets read for a workload are reused, by the reconcilers of every
+	// kind, for workloads of the same namespace, ServiceAccount and pod pull secrets (see
+	// workload.PullSecrets.TTL): a change to the ServiceAccount's imagePullSecrets or to a Secret applies to
+	// reconciles that start once it has passed. 0 reads them for every workload.
+	PullSecretsTTL time.Duration
+	// Clock is the time source of PullSecretsTTL (default the system clock); tests set a fake one.
+	Clock cache.Clock
 	// BackupPullSecret, if set, names a pull secret for the backup registry in OwnNamespace; it is copied into
 	// every namespace whose workloads are pointed at the backup and added to their pod templates.
 	BackupPullSecret string
@@ -106,19 +114,21 @@ func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error 
 	if len(kinds) == 0 {
 		kinds = workload.KindNames
 	}
+	// One reader of pull secrets for every kind: the workloads of a namespace share what it remembers.
+	secrets := newPullSecrets(mgr.GetAPIReader(), opts)
 	for _, name := range kinds {
 		var err error
 		switch name {
 		case workload.Deployments.Name:
-			err = setupKind(mgr, copier, opts, workload.Deployments)
+			err = setupKind(mgr, copier, opts, secrets, workload.Deployments)
 		case workload.DaemonSets.Name:
-			err = setupKind(mgr, copier, opts, workload.DaemonSets)
+			err = setupKind(mgr, copier, opts, secrets, workload.DaemonSets)
 		case workload.StatefulSets.Name:
-			err = setupKind(mgr, copier, opts, workload.StatefulSets)
+			err = setupKind(mgr, copier, opts, secrets, workload.StatefulSets)
 		case workload.CronJobs.Name:
-			err = setupKind(mgr, copier, opts, workload.CronJobs)
+			err = setupKind(mgr, copier, opts, secrets, workload.CronJobs)
 		case workload.Jobs.Name:
-			err = setupKind(mgr, copier, opts, workload.Jobs)
+			err = setupKind(mgr, copier, opts, secrets, workload.Jobs)
 		default:
 			err = fmt.Errorf("unknown workload kind %q", name)
 		}
@@ -129,12 +139,20 @@ func SetupWithManager(mgr ctrl.Manager, copier ImageCopier, opts Options) error 
 	return nil
 }
 
-// setupKind registers the reconciler of kind.
-func setupKind[T client.Object](mgr ctrl.Manager, copier ImageCopier, opts Options, kind workload.Kind[T]) error {
+// setupKind registers the reconciler of kind, which reads pull secrets with secrets.
+func setupKind[T client.Object](mgr ctrl.Manager, copier ImageCopier, opts Options, secrets *workload.PullSecrets, kind workload.Kind[T]) error {
 	return (&Reconciler[T]{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("image-clone-controller"),
-		Copier: copier, Options: opts, Kind: kind,
+		Copier: copier, Options: opts, Kind: kind, pullSecrets: secrets,
 	}).SetupWithManager(mgr)
+}
+
+// newPullSecrets returns the reader of workloads' pull secrets that opts ask for, or nil.
+func newPullSecrets(api client.Reader, opts Options) *workload.PullSecrets {
+	if !opts.WorkloadPullSecrets {
+		return nil
+	}
+	return &workload.PullSecrets{Reader: api, TTL: opts.PullSecretsTTL, Clock: opts.Clock}
 }
 
 // ownPatchesSize bounds how many workloads the reconciler of one kind remembers its last patch of.
@@ -163,8 +181,8 @@ type Reconciler[T client.Object] struct {
 func (r *Reconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 	r.policy = workload.NewPolicy(r.Options.Backup, r.Options.IgnoredNamespaces, r.Client)
 	r.ownPatches = lru.New(ownPatchesSize)
-	if r.Options.WorkloadPullSecrets {
-		r.pullSecrets = &workload.PullSecrets{Reader: r.APIReader}
+	if r.pullSecrets == nil {
+		r.pullSecrets = newPullSecrets(r.APIReader, r.Options)
 	}
 	if r.Options.BackupPullSecret != "" {
 		every := r.Options.BackupPullSecretRefresh

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/image-clone-controller/image-clone-controller/internal/testing/metricstest"
+	"github.com/image-clone-controller/image-clone-controller/internal/testing/registrytest"
 )
 
 // localCluster is a private instance of the cluster of `make local-up` (hack/local-up.sh): its own state
@@ -37,6 +38,11 @@ type localCluster struct {
 	client     kubernetes.Interface
 	restConfig *rest.Config
 	http       *http.Client
+	// api counts the controller's requests to the API server, and upstream (a counting proxy in front of the
+	// upstream registry, which the controller pulls docker.io through) its registry requests; both nil unless
+	// clusterOptions.countRequests.
+	api      *apiCounter
+	upstream *registrytest.Registry
 }
 
 // portVars are the LOCAL_*_PORT tunables of hack/local-up.sh that the private cluster sets.
@@ -55,6 +61,9 @@ type clusterOptions struct {
 	webhook bool
 	// profileDir, when set, has the controller serve /debug/pprof for profiles saved there.
 	profileDir string
+	// countRequests puts counting proxies between the controller and the API server and between the controller
+	// and the upstream registry (see apiCounter and localCluster.upstream).
+	countRequests bool
 }
 
 // startLocalCluster builds the controller and starts the local cluster without seeding the upstream
@@ -71,9 +80,12 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 	if c.binDir, err = os.MkdirTemp("", "bench-controller-"); err != nil {
 		return c, err
 	}
-	names := portVars
+	names := slices.Clone(portVars)
 	if opts.profileDir != "" {
-		names = append(append([]string{}, portVars...), "pprof")
+		names = append(names, "pprof")
+	}
+	if opts.countRequests {
+		names = append(names, "apicounter")
 	}
 	free, err := scaleFreePorts(ctx, len(names))
 	if err != nil {
@@ -82,11 +94,25 @@ func startLocalCluster(ctx context.Context, opts clusterOptions) (*localCluster,
 	for i, v := range names {
 		c.ports[v] = free[i]
 	}
-	args := opts.controllerArgs
+	args := slices.Clone(opts.controllerArgs)
 	if opts.profileDir != "" {
 		c.pprofPort = c.ports["pprof"]
 		delete(c.ports, "pprof")
-		args = append(append([]string{}, args...), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", c.pprofPort))
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", c.pprofPort))
+	}
+	if opts.countRequests {
+		port := c.ports["apicounter"]
+		delete(c.ports, "apicounter")
+		if c.api, err = startAPICounter(ctx, port, filepath.Join(c.dir, "kubeconfig")); err != nil {
+			return c, err
+		}
+		if err := c.api.writeKubeconfig(c.countedKubeconfig()); err != nil {
+			return c, err
+		}
+		c.upstream = registrytest.Front(c.upstreamRegistry())
+		// Both flags come after hack/local-up.sh's own: the last --kubeconfig wins, and so does the last mirror
+		// of a registry.
+		args = append(args, "--kubeconfig="+c.countedKubeconfig(), "--source-mirror=index.docker.io="+c.upstream.Host)
 	}
 
 	bin := filepath.Join(c.binDir, "image-clone-controller")
@@ -152,6 +178,10 @@ func (c *localCluster) stop(ctx context.Context) {
 	}
 	if c.binDir != "" {
 		_ = os.RemoveAll(c.binDir)
+	}
+	c.api.close()
+	if c.upstream != nil {
+		c.upstream.Close()
 	}
 }
 
@@ -362,8 +392,18 @@ func processStart(pid int) (time.Time, error) {
 	return time.Time{}, errors.New("no btime in /proc/stat")
 }
 
-// scaleFreePorts returns n distinct ports that were free on 127.0.0.1 a moment ago.
+// scaleFreePorts returns n distinct ports that were free on 127.0.0.1 a moment ago. With BENCH_MIN_PORT set,
+// none is below it: on a machine where other work binds fixed ports of a lower range later, the private
+// cluster stays out of their way.
 func scaleFreePorts(ctx context.Context, n int) ([]int, error) {
+	minPort := 0
+	if v := os.Getenv("BENCH_MIN_PORT"); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 60000 {
+			return nil, fmt.Errorf("BENCH_MIN_PORT=%q: want a port number up to 60000", v)
+		}
+		minPort = p
+	}
 	var ports []int
 	var listeners []net.Listener
 	defer func() {
@@ -371,13 +411,20 @@ func scaleFreePorts(ctx context.Context, n int) ([]int, error) {
 			_ = l.Close()
 		}
 	}()
-	for range n {
+	// The kernel hands out ports of its ephemeral range; those below the floor are held open (so that it
+	// does not hand them out again) and skipped.
+	for attempts := 0; len(ports) < n; attempts++ {
+		if attempts > 100*n {
+			return nil, fmt.Errorf("no %d free ports above BENCH_MIN_PORT=%d", n, minPort)
+		}
 		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		if port := l.Addr().(*net.TCPAddr).Port; port >= minPort {
+			ports = append(ports, port)
+		}
 	}
 	return ports, nil
 }
