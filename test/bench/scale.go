@@ -798,9 +798,6 @@ func restartPhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Resu
 // scaleController is the name of the controller of a workload kind (see internal/controller's setup.go).
 func scaleController(kind string) string { return "image-clone-" + strings.ToLower(kind) }
 
-// inventoryController is the name of the ImageBackup keeper's controller (see internal/inventory).
-const inventoryController = "image-clone-inventory"
-
 // controllersQuiet reports whether every controller, the inventory's too, has an empty queue and no reconcile
 // running.
 func controllersQuiet(m metricstest.Samples) bool {
