@@ -48,22 +48,9 @@ func TestChartWithoutWebhookIsConfigDefaultWithoutTheComponent(t *testing.T) {
 
 // The ServiceMonitor and the PrometheusRule are config/components/monitoring, added to config/default.
 func TestChartMonitoringIsTheComponent(t *testing.T) {
-	component := filepath.Join(root, "config", "components", "monitoring")
-	if !exists(t, filepath.Join(component, "kustomization.yaml")) {
-		t.Skip("config/components/monitoring/kustomization.yaml does not exist yet: the chart's ServiceMonitor and PrometheusRule are compared with it once it does")
-	}
 	dir := configDefault(t, func(k map[string]any, rel func(string) string) {
-		// A Component is listed under components, a Kustomization under resources.
-		data, err := os.ReadFile(filepath.Join(component, "kustomization.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		field := "resources"
-		if regexp.MustCompile(`(?m)^kind:\s*Component\s*$`).Match(data) {
-			field = "components"
-		}
-		list, _ := k[field].([]any)
-		k[field] = append(list, rel("components/monitoring"))
+		components, _ := k["components"].([]any)
+		k["components"] = append(components, rel("components/monitoring"))
 	})
 	values := withValues(map[string]any{"metrics": map[string]any{
 		"serviceMonitor": map[string]any{"enabled": true},
@@ -74,11 +61,7 @@ func TestChartMonitoringIsTheComponent(t *testing.T) {
 
 // The dashboard ConfigMap holds config/grafana/image-clone-controller.json as it is, for Grafana's sidecar.
 func TestChartDashboardIsConfigGrafana(t *testing.T) {
-	source := filepath.Join(root, "config", "grafana", "image-clone-controller.json")
-	if !exists(t, source) {
-		t.Skip("config/grafana/image-clone-controller.json does not exist yet: the chart's dashboard is compared with it once it does")
-	}
-	want, err := os.ReadFile(source)
+	want, err := os.ReadFile(filepath.Join(root, "config", "grafana", "image-clone-controller.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +71,7 @@ func TestChartDashboardIsConfigGrafana(t *testing.T) {
 		t.Errorf("label grafana_dashboard = %v, want \"1\" (the label Grafana's sidecar loads)", got)
 	}
 	if got := field(cm, "data", "image-clone-controller.json"); got != string(want) {
-		t.Errorf("the ConfigMap's image-clone-controller.json differs from %s: run make chart-sync", source)
+		t.Errorf("the ConfigMap's image-clone-controller.json differs from config/grafana/image-clone-controller.json: run make chart-sync")
 	}
 	if got := field(cm, "metadata", "namespace"); got != namespace {
 		t.Errorf("namespace = %v, want the release namespace %s", got, namespace)
