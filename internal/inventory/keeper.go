@@ -67,6 +67,10 @@ type Options struct {
 	WorkloadPullSecrets bool
 	// MaxConcurrentReconciles bounds how many ImageBackups are worked on at once (default 4).
 	MaxConcurrentReconciles int
+	// UsageWriteInterval is the least time between two status writes of one ImageBackup that change nothing but
+	// status.usedBy (default 10s): while many workloads that use one copy are created at once, its count is
+	// written every so often, not once per workload. Whether anything needs the copy at all is written at once.
+	UsageWriteInterval time.Duration
 }
 
 func (o *Options) defaults() {
@@ -78,6 +82,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 4
+	}
+	if o.UsageWriteInterval <= 0 {
+		o.UsageWriteInterval = 10 * time.Second
 	}
 }
 
@@ -102,7 +109,10 @@ type Keeper struct {
 	// refused and wouldRetire remember the copies whose deletion the backup registry refused, and those the
 	// dry run reported, so that each is reported once.
 	refused, wouldRetire sync.Map
-	phases               *phaseCounts
+	// written remembers when this keeper last wrote each ImageBackup's status, which spaces out the writes that
+	// only change its usage.
+	written sync.Map
+	phases  *phaseCounts
 }
 
 // New returns a Keeper; register it with SetupWithManager, and hand Observe to the copier
@@ -261,7 +271,7 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 		if !apierrors.IsNotFound(err) {
 			return reconcile.Result{}, err
 		}
-		k.phases.forget(req.Name)
+		k.forget(req.Name)
 		if !observed {
 			return reconcile.Result{}, nil // nothing was copied under this name, or it was retired
 		}
@@ -287,11 +297,16 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 
 	result, err := k.keep(ctx, w)
 	if err == nil && w.retired {
-		k.phases.forget(req.Name)
+		k.forget(req.Name)
 		return reconcile.Result{}, nil
 	}
-	if werr := k.writeStatus(ctx, w); werr != nil {
+	later, werr := k.writeStatus(ctx, w)
+	if werr != nil {
 		return reconcile.Result{}, errors.Join(err, werr)
+	}
+	if later > 0 && observed && err == nil {
+		// Not written: the observation must wait for the write that is made later.
+		k.giveBack(req.Name, obs)
 	}
 	k.phases.set(req.Name, ib.Status.Phase)
 	if err != nil {
@@ -300,7 +315,16 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 	if result.RequeueAfter == 0 {
 		result.RequeueAfter = k.nextCheck(w)
 	}
+	if later > 0 {
+		result.RequeueAfter = min(result.RequeueAfter, later)
+	}
 	return result, nil
+}
+
+// forget drops what the keeper remembers of an ImageBackup that no longer exists.
+func (k *Keeper) forget(key string) {
+	k.phases.forget(key)
+	k.written.Delete(key)
 }
 
 // keep verifies, restores and retires the copy of w as they are due.
