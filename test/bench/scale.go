@@ -412,6 +412,7 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 	requestsTotal := sumCounts(requests)
 	apiAfter, apiFailuresAfter := c.apiRequests()
 	byResource, failures := deltaCounts(apiBefore, apiAfter), deltaCounts(apiFailuresBefore, apiFailuresAfter)
+	keeperPath, workloadPath := splitKeeper(byResource)
 	upstream := c.upstreamRequests()[upstreamBefore:]
 	manifestGets := upstreamManifestGets(upstream)
 	wantGets := float64(cfg.images * manifestsPerScaleImage)
@@ -476,6 +477,14 @@ func scalePhase(ctx context.Context, c *localCluster, cfg scaleConfig) ([]Result
 				"reconciles: %s; by controller: %s",
 				requestsTotal, sumCounts(byResource), listCounts(byResource), listCounts(failures), scaleCounts(requests),
 				scaleCounts(codes), scaleCounts(reconciles), scaleCounts(reconcilesByController)),
+		},
+		{
+			Row:     row,
+			Measure: "API server requests per workload, without the inventory keeper's (ImageBackups)",
+			Values:  map[string]float64{"ours": sumCounts(workloadPath) / total},
+			Note: fmt.Sprintf("what the workload reconcilers make, counted on the way to the API server: %s; the keeper made %.0f "+
+				"(%.1f per ImageBackup, %.2f per workload): %s", listCounts(workloadPath), sumCounts(keeperPath),
+				sumCounts(keeperPath)/float64(cfg.images), sumCounts(keeperPath)/total, listCounts(keeperPath)),
 		},
 		{
 			Row:     row,
