@@ -68,7 +68,7 @@ type Options struct {
 	// MaxConcurrentReconciles bounds how many ImageBackups are worked on at once (default 4).
 	MaxConcurrentReconciles int
 	// UsageWriteInterval is the least time between two status writes of one ImageBackup that change nothing but
-	// status.usedBy (default 10s): while many workloads that use one copy are created at once, its count is
+	// status.usedBy (default 30s): while many workloads that use one copy are created at once, its count is
 	// written every so often, not once per workload. Whether anything needs the copy at all is written at once.
 	UsageWriteInterval time.Duration
 }
@@ -84,7 +84,7 @@ func (o *Options) defaults() {
 		o.MaxConcurrentReconciles = 4
 	}
 	if o.UsageWriteInterval <= 0 {
-		o.UsageWriteInterval = 10 * time.Second
+		o.UsageWriteInterval = 30 * time.Second
 	}
 }
 
