@@ -165,7 +165,11 @@ func (k *Keeper) owns(ib *v1alpha1.ImageBackup) bool { return k.opts.Backup.Cont
 // names; the status updates of Pods and ReplicaSets, the bulk of their events, change none.
 func (k *Keeper) imagesChanged(u user) predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return !slices.Equal(targets(k.policy, u.spec(e.ObjectOld)), targets(k.policy, u.spec(e.ObjectNew)))
+		before, after := u.spec(e.ObjectOld), u.spec(e.ObjectNew)
+		if slices.Equal(imageNames(before), imageNames(after)) {
+			return false // the same images name the same copies: no need to map them
+		}
+		return !slices.Equal(targets(k.policy, before), targets(k.policy, after))
 	}}
 }
 
