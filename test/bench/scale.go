@@ -12,8 +12,9 @@ package main
 // measure the reconciler, and with the webhook a Deployment whose copy exists is never patched at all (the
 // webhook rows measure that, see webhook.go). It runs with the ImageBackup inventory, as it does by default;
 // SCALE_CONTROLLER_ARGS=--inventory=false measures what that costs. Its requests to the API server are
-// counted by verb and resource on their way (scale_requests.go), and its requests to the upstream registry
-// at a counting proxy in front of it.
+// counted by verb and resource on their way (scale_requests.go), and reported in all and without the inventory
+// keeper's (ImageBackups, which grow with copies, not workloads); its requests to the upstream registry are
+// counted at a proxy in front of it.
 //
 // With -cpuprofile DIR the controller runs with --pprof-bind-address and the rows save its profiles there
 // (inspect with go tool pprof -top FILE): scale.cpu.pprof (the first 30 s of convergence), scale.heap.pprof
