@@ -106,7 +106,9 @@ type ImageBackupStatus struct {
 	// LastDeepVerified is when every manifest and blob of the copy was last checked.
 	// +optional
 	LastDeepVerified *metav1.Time `json:"lastDeepVerified,omitempty"`
-	// UsedBy says what needs the copy; always written, so that a copy nothing uses shows 0.
+	// UsedBy says what needs the copy; always written, so that a copy nothing uses shows 0. While it changes
+	// (many workloads created at once) it is written at most every 30 seconds; unusedSince, whether anything
+	// needs the copy at all, is written at once.
 	// +optional
 	UsedBy Usage `json:"usedBy"`
 	// UnusedSince is when nothing was found to need the copy any more; retention counts from it.

@@ -112,8 +112,8 @@ func main() {
 	flag.StringVar(&f.workloadKinds, "workload-kinds", strings.Join(workload.KindNames, ","),
 		"Comma-separated workload kinds whose images are backed up: "+strings.Join(workload.KindNames, ", ")+
 			". Jobs are rewritten at admission only (their pod template cannot change); their images are still backed up for the next one.")
-	flag.IntVar(&f.maxConcurrentReconciles, "max-concurrent-reconciles", 4,
-		"Workloads of each kind reconciled in parallel.")
+	flag.IntVar(&f.maxConcurrentReconciles, "max-concurrent-reconciles", 16,
+		"Workloads of each kind reconciled in parallel. A reconcile mostly waits on the backup registry and the API server, so many run on one core; copies are bounded by --max-concurrent-copies.")
 	flag.IntVar(&f.maxConcurrentCopies, "max-concurrent-copies", 4,
 		"Images copied in parallel across all workloads (the same image is only ever copied once at a time).")
 	flag.Var(&f.sourceMirrors, "source-mirror",

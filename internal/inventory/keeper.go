@@ -67,6 +67,10 @@ type Options struct {
 	WorkloadPullSecrets bool
 	// MaxConcurrentReconciles bounds how many ImageBackups are worked on at once (default 4).
 	MaxConcurrentReconciles int
+	// UsageWriteInterval is the least time between two status writes of one ImageBackup that change nothing but
+	// status.usedBy (default 30s): while many workloads that use one copy are created at once, its count is
+	// written every so often, not once per workload. Whether anything needs the copy at all is written at once.
+	UsageWriteInterval time.Duration
 }
 
 func (o *Options) defaults() {
@@ -78,6 +82,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 4
+	}
+	if o.UsageWriteInterval <= 0 {
+		o.UsageWriteInterval = 30 * time.Second
 	}
 }
 
@@ -102,7 +109,10 @@ type Keeper struct {
 	// refused and wouldRetire remember the copies whose deletion the backup registry refused, and those the
 	// dry run reported, so that each is reported once.
 	refused, wouldRetire sync.Map
-	phases               *phaseCounts
+	// written remembers when this keeper last wrote each ImageBackup's status, which spaces out the writes that
+	// only change its usage.
+	written sync.Map
+	phases  *phaseCounts
 }
 
 // New returns a Keeper; register it with SetupWithManager, and hand Observe to the copier
@@ -155,7 +165,11 @@ func (k *Keeper) owns(ib *v1alpha1.ImageBackup) bool { return k.opts.Backup.Cont
 // names; the status updates of Pods and ReplicaSets, the bulk of their events, change none.
 func (k *Keeper) imagesChanged(u user) predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return !slices.Equal(targets(k.policy, u.spec(e.ObjectOld)), targets(k.policy, u.spec(e.ObjectNew)))
+		before, after := u.spec(e.ObjectOld), u.spec(e.ObjectNew)
+		if slices.Equal(imageNames(before), imageNames(after)) {
+			return false // the same images name the same copies: no need to map them
+		}
+		return !slices.Equal(targets(k.policy, before), targets(k.policy, after))
 	}}
 }
 
@@ -261,7 +275,7 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 		if !apierrors.IsNotFound(err) {
 			return reconcile.Result{}, err
 		}
-		k.phases.forget(req.Name)
+		k.forget(req.Name)
 		if !observed {
 			return reconcile.Result{}, nil // nothing was copied under this name, or it was retired
 		}
@@ -287,11 +301,16 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 
 	result, err := k.keep(ctx, w)
 	if err == nil && w.retired {
-		k.phases.forget(req.Name)
+		k.forget(req.Name)
 		return reconcile.Result{}, nil
 	}
-	if werr := k.writeStatus(ctx, w); werr != nil {
+	later, werr := k.writeStatus(ctx, w)
+	if werr != nil {
 		return reconcile.Result{}, errors.Join(err, werr)
+	}
+	if later > 0 && observed && err == nil {
+		// Not written: the observation must wait for the write that is made later.
+		k.giveBack(req.Name, obs)
 	}
 	k.phases.set(req.Name, ib.Status.Phase)
 	if err != nil {
@@ -300,7 +319,16 @@ func (k *Keeper) Reconcile(ctx context.Context, req reconcile.Request) (_ reconc
 	if result.RequeueAfter == 0 {
 		result.RequeueAfter = k.nextCheck(w)
 	}
+	if later > 0 {
+		result.RequeueAfter = min(result.RequeueAfter, later)
+	}
 	return result, nil
+}
+
+// forget drops what the keeper remembers of an ImageBackup that no longer exists.
+func (k *Keeper) forget(key string) {
+	k.phases.forget(key)
+	k.written.Delete(key)
 }
 
 // keep verifies, restores and retires the copy of w as they are due.

@@ -90,8 +90,8 @@ func (k *Keeper) restore(ctx context.Context, w *work, lost string) (reconcile.R
 				w.ib.Spec.Backup, w.ib.Spec.Source, lost, st.Digest))
 		}
 		// Restoring shows while the copy runs.
-		if err := k.writeStatus(ctx, w); err != nil {
-			return reconcile.Result{}, err
+		if later, err := k.writeStatus(ctx, w); err != nil || later > 0 {
+			return reconcile.Result{RequeueAfter: later}, err
 		}
 	}
 	done, err := k.registry.Restore(ctx, registry.RestoreRequest{

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/image-clone-controller/image-clone-controller/api/v1alpha1"
 	"github.com/image-clone-controller/image-clone-controller/internal/imageref"
 	"github.com/image-clone-controller/image-clone-controller/internal/workload"
 )
@@ -104,5 +105,30 @@ func TestIntervalSpreadsCopiesWithinATenth(t *testing.T) {
 	}
 	if len(seen) < 3 {
 		t.Errorf("intervals do not spread: %v", seen)
+	}
+}
+
+func TestUsageOnly(t *testing.T) {
+	before := v1alpha1.ImageBackupStatus{Phase: v1alpha1.PhaseReady, Digest: "sha256:aa", UsedBy: v1alpha1.Usage{Count: 1}}
+	at := metav1.NewTime(time.Unix(1_700_000_000, 0))
+	for _, tc := range []struct {
+		name   string
+		change func(*v1alpha1.ImageBackupStatus)
+		want   bool
+	}{
+		{"count", func(s *v1alpha1.ImageBackupStatus) { s.UsedBy.Count = 2 }, true},
+		{"listed workloads", func(s *v1alpha1.ImageBackupStatus) {
+			s.UsedBy.Workloads = []v1alpha1.WorkloadReference{{Kind: "Deployment", Namespace: "a", Name: "b"}}
+		}, true},
+		{"retained", func(s *v1alpha1.ImageBackupStatus) { s.UsedBy.Retained = 3 }, true},
+		{"nothing needs it any more", func(s *v1alpha1.ImageBackupStatus) { s.UsedBy, s.UnusedSince = v1alpha1.Usage{}, &at }, false},
+		{"phase", func(s *v1alpha1.ImageBackupStatus) { s.Phase = v1alpha1.PhaseLost }, false},
+		{"verified", func(s *v1alpha1.ImageBackupStatus) { s.UsedBy.Count, s.LastVerified = 2, &at }, false},
+	} {
+		after := before.DeepCopy()
+		tc.change(after)
+		if got := usageOnly(&before, after); got != tc.want {
+			t.Errorf("%s: usageOnly = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

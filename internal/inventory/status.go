@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -144,16 +145,42 @@ func (w *work) condition(typ string, status metav1.ConditionStatus, reason, msg 
 
 func (w *work) time() *metav1.Time { return &metav1.Time{Time: w.now} }
 
-// writeStatus writes the status if the reconcile changed it.
-func (k *Keeper) writeStatus(ctx context.Context, w *work) error {
+// conflictRetry is how soon a status write that lost to a newer version of the object is made again.
+const conflictRetry = time.Second
+
+// writeStatus writes the status if the reconcile changed it. It returns how long until it should be written
+// instead when it is not written now: a change of status.usedBy alone waits until UsageWriteInterval has passed
+// since the last write, and a write that conflicts (the cache had not caught up with the last one) is made
+// again shortly.
+func (k *Keeper) writeStatus(ctx context.Context, w *work) (time.Duration, error) {
 	if equality.Semantic.DeepEqual(w.before, &w.ib.Status) {
-		return nil
+		return 0, nil
+	}
+	if usageOnly(w.before, &w.ib.Status) {
+		if last, ok := k.written.Load(w.ib.Name); ok {
+			if wait := k.opts.UsageWriteInterval - time.Since(last.(time.Time)); wait > 0 {
+				return wait, nil
+			}
+		}
 	}
 	if err := k.client.Status().Update(ctx, w.ib); err != nil {
-		return fmt.Errorf("writing the status of ImageBackup %s: %w", w.ib.Name, err)
+		if apierrors.IsConflict(err) {
+			ctrl.LoggerFrom(ctx).V(1).Info("The ImageBackup changed since it was read; writing its status again", "backup", w.ib.Spec.Backup)
+			return conflictRetry, nil
+		}
+		return 0, fmt.Errorf("writing the status of ImageBackup %s: %w", w.ib.Name, err)
 	}
+	k.written.Store(w.ib.Name, time.Now())
 	w.before = w.ib.Status.DeepCopy()
-	return nil
+	return 0, nil
+}
+
+// usageOnly reports whether after differs from before in status.usedBy alone: the same things need the copy
+// (or nothing does, since the same time), only how many or which.
+func usageOnly(before, after *v1alpha1.ImageBackupStatus) bool {
+	same := after.DeepCopy()
+	same.UsedBy = before.UsedBy
+	return equality.Semantic.DeepEqual(before, same)
 }
 
 // deleteObject deletes the ImageBackup of w, as the reconcile read it: if it changed since (the cache lagged

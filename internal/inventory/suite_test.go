@@ -41,9 +41,9 @@ const (
 	deepEvery      = 3
 )
 
-// retentionNamespaces are left alone by the suite's workload reconciler: the retention specs run keepers of
-// their own (with backup registries of their own) on the workloads there.
-var retentionNamespaces = []string{"retention", "retention-dry-run", "retention-refused", "retention-race"}
+// retentionNamespaces are left alone by the suite's workload reconciler: the retention specs (and the spec of
+// usage writes) run keepers of their own (with backup registries of their own) on the workloads there.
+var retentionNamespaces = []string{"retention", "retention-dry-run", "retention-refused", "retention-race", "usage-writes"}
 
 var (
 	restConfig *rest.Config

@@ -107,6 +107,19 @@ func targets(policy *workload.Policy, spec *corev1.PodSpec) []string {
 	return slices.Compact(out)
 }
 
+// imageNames returns the distinct images of spec's containers and initContainers, sorted: what targets maps.
+func imageNames(spec *corev1.PodSpec) []string {
+	if spec == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		out = append(out, c.Image)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // listed reports whether obj is a user's own object (listed in Usage.Workloads and counted in Usage.Count), as
 // opposed to one a controller made from another object's template.
 func listed(u user, obj client.Object) bool {

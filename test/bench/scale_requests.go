@@ -269,6 +269,20 @@ func deltaCounts(before, after map[string]float64) map[string]float64 {
 	return out
 }
 
+// splitKeeper splits counts by verb and resource (see requestKey) into the inventory keeper's, those of
+// ImageBackups, and the rest, the workload reconcilers'.
+func splitKeeper(counts map[string]float64) (keeper, rest map[string]float64) {
+	keeper, rest = map[string]float64{}, map[string]float64{}
+	for k, v := range counts {
+		if strings.Contains(k, " imagebackups.") {
+			keeper[k] = v
+		} else {
+			rest[k] = v
+		}
+	}
+	return keeper, rest
+}
+
 // sumCounts adds up counts.
 func sumCounts(m map[string]float64) float64 {
 	var n float64
