@@ -118,12 +118,11 @@ test-e2e: build cosign prometheus ## Run the end-to-end suite on a fresh local c
 	exit $$status
 
 # Values helm lint needs (backupRegistry is required), and the optional parts the lint turns on besides the
-# defaults: those whose files make chart-sync has copied (PrometheusRule, dashboard) only once they exist.
+# defaults.
 CHART_LINT_VALUES = --set backupRegistry=registry.example.com/backup
 CHART_LINT_ALL = $(CHART_LINT_VALUES) --set backupPullSecret=backup-registry-pull --set metrics.serviceMonitor.enabled=true \
 	--set namespace.create=true --set inventory.retention=720h --set 'workloadKinds={Deployment,CronJob}' \
-	$(if $(wildcard $(CHART)/files/prometheusrule-spec.yaml),--set metrics.prometheusRule.enabled=true) \
-	$(if $(wildcard $(CHART)/files/grafana-dashboard.json),--set grafana.dashboard.enabled=true)
+	--set metrics.prometheusRule.enabled=true --set grafana.dashboard.enabled=true
 
 .PHONY: chart-lint
 chart-lint: helm ## helm lint the chart, with its defaults and with its optional parts on.
