@@ -207,14 +207,9 @@ func shortDigest(digest string) string {
 
 // displaySize renders n bytes in binary units with one decimal, e.g. "68.9MiB".
 func displaySize(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
+	v, unit := registry.BinaryUnits(n)
+	if unit == "B" {
 		return strconv.FormatInt(n, 10) + "B"
 	}
-	v, unit := float64(n)/1024, 0
-	for v >= 1024 && unit < len(units)-1 {
-		v /= 1024
-		unit++
-	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + units[unit:unit+1] + "iB"
+	return strconv.FormatFloat(v, 'f', 1, 64) + unit
 }

@@ -160,18 +160,28 @@ func ParseMaxImageSize(s string) (int64, error) {
 
 // humanBytes renders n bytes in binary units with one decimal, e.g. "1.5 GiB" or "500 MiB".
 func humanBytes(n int64) string {
+	v, unit := BinaryUnits(n)
+	if unit == "B" {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	if len(s) > 2 && s[len(s)-2:] == ".0" {
+		s = s[:len(s)-2]
+	}
+	return s + " " + unit
+}
+
+// BinaryUnits scales n bytes to the largest binary unit (KiB, MiB, … EiB) that leaves at least 1, for people to
+// read: 1536 is 1.5 "KiB". Below 1 KiB it is n "B".
+func BinaryUnits(n int64) (float64, string) {
 	const units = "KMGTPE"
 	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
+		return float64(n), "B"
 	}
 	v, unit := float64(n)/1024, 0
 	for v >= 1024 && unit < len(units)-1 {
 		v /= 1024
 		unit++
 	}
-	s := strconv.FormatFloat(v, 'f', 1, 64)
-	if len(s) > 2 && s[len(s)-2:] == ".0" {
-		s = s[:len(s)-2]
-	}
-	return s + " " + units[unit:unit+1] + "iB"
+	return v, units[unit:unit+1] + "iB"
 }
