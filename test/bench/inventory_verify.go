@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/image-clone-controller/image-clone-controller/api/v1alpha1"
@@ -64,27 +63,9 @@ func (p *verifyPass) measure(before, after, regBefore, regAfter metricstest.Samp
 	p.api = scaleDelta(before, after, "rest_client_requests_total", "method")
 }
 
-// upstreamCounts renders the upstream requests by method and kind, e.g. "GET manifests=3", or "none".
-func upstreamCounts(reqs []registrytest.Request) string {
-	counts := map[string]float64{}
-	for _, r := range reqs {
-		kind := "other"
-		switch {
-		case strings.Contains(r.Path, "/manifests/"):
-			kind = "manifests"
-		case strings.Contains(r.Path, "/blobs/"):
-			kind = "blobs"
-		case strings.Contains(r.Path, "/referrers/"):
-			kind = "referrers"
-		case strings.HasSuffix(r.Path, "/tags/list"):
-			kind = "tags"
-		case r.Path == "/v2/":
-			kind = "ping"
-		}
-		counts[r.Method+" "+kind]++
-	}
-	return scaleCounts(counts)
-}
+// upstreamCounts renders the upstream requests by method and kind (see upstreamByKind), e.g.
+// "GET manifests: 3", or "none".
+func upstreamCounts(reqs []registrytest.Request) string { return listCounts(upstreamByKind(reqs)) }
 
 // runVerify measures one verification pass of the keeper over every copy of the shared cluster. The
 // controller is restarted with --verify-interval I once every copy was last verified (by its copy) more than
